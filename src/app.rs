@@ -1,0 +1,127 @@
+//! Start-up and shutdown: choosing the database, migrating, seeding demo data, serving.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::config::{DbConfig, database_url, embedded_data_dir};
+use crate::db::embedded::{DB_NAME, EmbeddedOptions, EmbeddedPg};
+use crate::db::{Db, build_pool, run_migrations};
+use crate::http::{AppState, router};
+
+/// The database the process talks to, and the embedded cluster behind it when there is one.
+pub struct Database {
+    pub url: String,
+    pub embedded: Option<EmbeddedPg>,
+}
+
+impl Database {
+    /// `DATABASE_URL` when set; otherwise the embedded cluster, created on first use. Either way
+    /// the migrations are applied.
+    pub async fn open() -> anyhow::Result<Self> {
+        let db = match database_url() {
+            Some(url) => Database {
+                url,
+                embedded: None,
+            },
+            None => {
+                let opts = EmbeddedOptions::new(embedded_data_dir());
+                let pg = tokio::task::spawn_blocking(move || EmbeddedPg::start(&opts)).await??;
+                pg.ensure_database(DB_NAME).await?;
+                Database {
+                    url: pg.url(DB_NAME),
+                    embedded: Some(pg),
+                }
+            }
+        };
+        let applied = run_migrations(&db.url)
+            .await
+            .context("applying migrations")?;
+        if applied > 0 {
+            tracing::info!(applied, "applied migrations");
+        }
+        Ok(db)
+    }
+
+    /// True on the first start of a fresh embedded cluster.
+    pub fn is_fresh_embedded(&self) -> bool {
+        self.embedded.as_ref().is_some_and(|pg| pg.created)
+    }
+
+    /// Stops the embedded cluster, if this process manages one.
+    pub fn close(self) {
+        if let Some(pg) = self.embedded
+            && let Err(e) = pg.stop()
+        {
+            tracing::warn!(error = %e, "could not stop embedded PostgreSQL");
+        }
+    }
+}
+
+/// Demo data written on the embedded default's first start, so the playground shows something.
+pub const DEMO: crate::seed::SeedPlan = crate::seed::SeedPlan {
+    sessions: 12,
+    pages_per_session: 25,
+    bugs_per_page: 2,
+};
+
+pub async fn serve(listen: SocketAddr, demo_data: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let database = Database::open().await?;
+    let result = serve_on(&database, listen, demo_data, started).await;
+    database.close();
+    result
+}
+
+async fn serve_on(
+    database: &Database,
+    listen: SocketAddr,
+    demo_data: bool,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let pool = build_pool(&DbConfig::from_env(database.url.clone())?)?;
+    let db = Db::new(pool);
+    if demo_data && database.is_fresh_embedded() {
+        let n = crate::seed::run(&db, DEMO, false).await?;
+        tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
+    }
+    let schema = crate::graphql::build_schema();
+    let app = router(AppState {
+        schema,
+        db: db.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        "ready in {} ms: GraphQL at http://{}/graphql (open it in a browser for GraphiQL)",
+        started.elapsed().as_millis(),
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down");
+    db.pool().close();
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,217 @@
+//! Bug queries: batched per-parent lists and counts, and grouped statistics.
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use uuid::Uuid;
+
+use super::loaders::{BugFilterKey, BugParent};
+use super::model::{BugCategory, BugPriority, BugRow, BugStats, BugStatus};
+use crate::db::Conn;
+use crate::db::schema::bugs::dsl as b;
+use crate::db::sql::{Bind, Sql};
+use crate::error::AppResult;
+use crate::graphql::connection::Window;
+
+#[derive(QueryableByName)]
+struct KeyedBug {
+    #[diesel(sql_type = SqlUuid)]
+    parent_key: Uuid,
+    #[diesel(embed)]
+    bug: BugRow,
+}
+
+#[derive(QueryableByName)]
+struct KeyedCount {
+    #[diesel(sql_type = SqlUuid)]
+    parent_key: Uuid,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[derive(QueryableByName)]
+struct StatsRow {
+    #[diesel(sql_type = SqlUuid)]
+    session_id: Uuid,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Text>)]
+    priority: Option<BugPriority>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Text>)]
+    category: Option<BugCategory>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Text>)]
+    status: Option<BugStatus>,
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    avg_confidence: Option<f64>,
+    #[diesel(sql_type = Integer)]
+    g: i32,
+}
+
+pub async fn by_id(conn: &mut Conn, id: Uuid) -> AppResult<Option<BugRow>> {
+    Ok(b::bugs
+        .find(id)
+        .select(BugRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+fn push_filter(q: &mut Sql, f: &BugFilterKey) {
+    fn any(q: &mut Sql, col: &str, values: Vec<String>) {
+        q.push(" AND ")
+            .push(col)
+            .push(" = ANY(")
+            .bind(Bind::Texts(values))
+            .push(")");
+    }
+    if !f.status.is_empty() {
+        any(
+            q,
+            "status",
+            f.status
+                .values(BugStatus::ALL)
+                .iter()
+                .map(|v| v.as_db().into())
+                .collect(),
+        );
+    }
+    if !f.priority.is_empty() {
+        any(
+            q,
+            "priority",
+            f.priority
+                .values(BugPriority::ALL)
+                .iter()
+                .map(|v| v.as_db().into())
+                .collect(),
+        );
+    }
+    if !f.category.is_empty() {
+        any(
+            q,
+            "category",
+            f.category
+                .values(BugCategory::ALL)
+                .iter()
+                .map(|v| v.as_db().into())
+                .collect(),
+        );
+    }
+    if let Some(bits) = f.min_confidence {
+        q.push(" AND confidence >= ")
+            .bind(Bind::Float(f64::from_bits(bits)));
+    }
+}
+
+/// Up to `window.limit()` bugs for each parent, in `(created_at, id)` order, in one statement.
+pub async fn list_for_parents(
+    conn: &mut Conn,
+    parent: BugParent,
+    ids: &[Uuid],
+    filter: &BugFilterKey,
+    window: &Window,
+) -> AppResult<Vec<(Uuid, BugRow)>> {
+    let mut q = Sql::new("SELECT k.parent_key, x.* FROM unnest(");
+    q.bind(Bind::Uuids(ids.to_vec()))
+        .push(") AS k(parent_key) CROSS JOIN LATERAL (SELECT * FROM bugs WHERE ")
+        .push(parent.column())
+        .push(" = k.parent_key");
+    push_filter(&mut q, filter);
+    if let Some(c) = window.after {
+        q.push(" AND (created_at, id) > (")
+            .bind(Bind::Timestamp(c.created_at))
+            .push(", ")
+            .bind(Bind::Uuid(c.id))
+            .push(")");
+    }
+    q.push(" ORDER BY created_at, id LIMIT ")
+        .bind(Bind::BigInt(window.limit()))
+        .push(") x");
+    let rows: Vec<KeyedBug> = q.load(conn).await?;
+    Ok(rows.into_iter().map(|r| (r.parent_key, r.bug)).collect())
+}
+
+pub async fn count_for_parents(
+    conn: &mut Conn,
+    parent: BugParent,
+    ids: &[Uuid],
+    filter: &BugFilterKey,
+) -> AppResult<Vec<(Uuid, i64)>> {
+    let col = parent.column();
+    let mut q = Sql::new("SELECT ");
+    q.push(col)
+        .push(" AS parent_key, count(*) AS n FROM bugs WHERE ")
+        .push(col)
+        .push(" = ANY(")
+        .bind(Bind::Uuids(ids.to_vec()))
+        .push(")");
+    push_filter(&mut q, filter);
+    q.push(" GROUP BY 1");
+    let rows: Vec<KeyedCount> = q.load(conn).await?;
+    Ok(rows.into_iter().map(|r| (r.parent_key, r.n)).collect())
+}
+
+/// Totals, average confidence and the three breakdowns for many sessions in one statement.
+/// Every enum value is listed, with zero counts, so dashboards get a stable shape.
+pub async fn stats_for_sessions(
+    conn: &mut Conn,
+    ids: &[Uuid],
+) -> AppResult<HashMap<Uuid, BugStats>> {
+    let mut q = Sql::new(
+        "SELECT session_id, priority, category, status, count(*) AS n, \
+         avg(confidence) AS avg_confidence, GROUPING(priority, category, status) AS g \
+         FROM bugs WHERE session_id = ANY(",
+    );
+    q.bind(Bind::Uuids(ids.to_vec())).push(
+        ") GROUP BY GROUPING SETS ((session_id), (session_id, priority), \
+         (session_id, category), (session_id, status))",
+    );
+    let rows: Vec<StatsRow> = q.load(conn).await?;
+    let mut out: HashMap<Uuid, BugStats> = ids
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                BugStats {
+                    total: 0,
+                    avg_confidence: None,
+                    by_priority: BugPriority::ALL.iter().map(|p| (*p, 0)).collect(),
+                    by_category: BugCategory::ALL.iter().map(|c| (*c, 0)).collect(),
+                    by_status: BugStatus::ALL.iter().map(|s| (*s, 0)).collect(),
+                },
+            )
+        })
+        .collect();
+    for r in rows {
+        let Some(s) = out.get_mut(&r.session_id) else {
+            continue;
+        };
+        match (r.g, r.priority, r.category, r.status) {
+            (7, ..) => {
+                s.total = r.n;
+                s.avg_confidence = r.avg_confidence;
+            }
+            (3, Some(p), _, _) => set(&mut s.by_priority, p, r.n),
+            (5, _, Some(c), _) => set(&mut s.by_category, c, r.n),
+            (6, _, _, Some(st)) => set(&mut s.by_status, st, r.n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn set<T: PartialEq>(counts: &mut [(T, i64)], key: T, n: i64) {
+    if let Some(slot) = counts.iter_mut().find(|(k, _)| *k == key) {
+        slot.1 = n;
+    }
+}
+
+pub async fn insert_many(conn: &mut Conn, rows: &[BugRow]) -> AppResult<usize> {
+    Ok(diesel::insert_into(b::bugs)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?)
+}

@@ -1,0 +1,64 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    bugs (id) {
+        id -> Uuid,
+        session_id -> Uuid,
+        page_id -> Nullable<Uuid>,
+        title -> Text,
+        description -> Text,
+        category -> Text,
+        priority -> Text,
+        status -> Text,
+        steps_to_reproduce -> Jsonb,
+        evidence -> Jsonb,
+        confidence -> Float8,
+        expected_behavior -> Nullable<Text>,
+        actual_behavior -> Nullable<Text>,
+        affected_users -> Nullable<Text>,
+        linear_issue_id -> Nullable<Text>,
+        dismiss_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    crawl_sessions (id) {
+        id -> Uuid,
+        base_url -> Text,
+        status -> Text,
+        config -> Jsonb,
+        pages_discovered -> Int4,
+        pages_crawled -> Int4,
+        bugs_found -> Int4,
+        total_cost -> Numeric,
+        error_message -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    pages (id) {
+        id -> Uuid,
+        session_id -> Uuid,
+        url -> Text,
+        title -> Nullable<Text>,
+        status -> Text,
+        depth -> Int4,
+        parent_page_id -> Nullable<Uuid>,
+        analysis_result -> Nullable<Jsonb>,
+        crawled_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(bugs -> crawl_sessions (session_id));
+diesel::joinable!(bugs -> pages (page_id));
+diesel::joinable!(pages -> crawl_sessions (session_id));
+
+diesel::allow_tables_to_appear_in_same_query!(bugs, crawl_sessions, pages,);

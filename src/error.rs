@@ -1,0 +1,176 @@
+//! The one error type of the gateway and its single mapping to GraphQL `extensions.code`.
+
+use std::sync::Arc;
+
+use async_graphql::ErrorExtensions;
+
+/// Every failure a resolver, loader or repository can report. Clients branch on the `code`
+/// extension, so each variant maps to exactly one code in [`AppError::code`].
+///
+/// Deliberately not `Display`: async-graphql converts any `Display` type into an error without
+/// extensions, and that silent path must not exist for our errors.
+#[derive(Debug, Clone)]
+pub enum AppError {
+    NotFound {
+        entity: &'static str,
+        id: String,
+    },
+    BadUserInput {
+        message: String,
+        field: Option<String>,
+    },
+    InvalidTransition {
+        entity: &'static str,
+        from: String,
+        to: String,
+    },
+    Unauthenticated(String),
+    Forbidden(String),
+    Conflict(String),
+    QueryTooComplex(String),
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    Unavailable(String),
+    /// The detail is logged, never sent: clients only learn that something broke.
+    Internal(String),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        AppError::BadUserInput {
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn bad_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::BadUserInput {
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        AppError::Internal(detail.to_string())
+    }
+
+    /// The machine-readable code sent as `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::NotFound { .. } => "NOT_FOUND",
+            AppError::BadUserInput { .. } => "BAD_USER_INPUT",
+            AppError::InvalidTransition { .. } => "INVALID_TRANSITION",
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The human-readable message sent to clients.
+    pub fn message(&self) -> String {
+        match self {
+            AppError::NotFound { entity, id } => format!("{entity} {id} not found"),
+            AppError::BadUserInput { message, .. } => message.clone(),
+            AppError::InvalidTransition { entity, from, to } => {
+                format!("cannot move {entity} from {from} to {to}")
+            }
+            AppError::Unauthenticated(m)
+            | AppError::Forbidden(m)
+            | AppError::Conflict(m)
+            | AppError::QueryTooComplex(m) => m.clone(),
+            AppError::RateLimited { retry_after_secs } => {
+                format!("rate limit exceeded, retry in {retry_after_secs}s")
+            }
+            AppError::Unavailable(m) => format!("service unavailable: {m}"),
+            AppError::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// The GraphQL error clients see. This is the only place codes and extensions are attached.
+    pub fn to_graphql(&self) -> async_graphql::Error {
+        if let AppError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            match self {
+                AppError::BadUserInput {
+                    field: Some(field), ..
+                } => ext.set("field", field.as_str()),
+                AppError::InvalidTransition { from, to, .. } => {
+                    ext.set("from", from.as_str());
+                    ext.set("to", to.as_str());
+                }
+                AppError::RateLimited { retry_after_secs } => {
+                    ext.set("retryAfter", *retry_after_secs)
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(e: AppError) -> Self {
+        e.to_graphql()
+    }
+}
+
+/// Loader errors are shared (`Arc`) between every resolver waiting on the same batch.
+impl From<Arc<AppError>> for AppError {
+    fn from(e: Arc<AppError>) -> Self {
+        Arc::unwrap_or_clone(e)
+    }
+}
+
+impl From<AppError> for anyhow::Error {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Internal(detail) => anyhow::anyhow!(detail),
+            other => anyhow::anyhow!(other.message()),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match e {
+            E::DatabaseError(K::UniqueViolation, info) => AppError::Conflict(info.message().into()),
+            E::DatabaseError(K::CheckViolation | K::NotNullViolation, info) => {
+                AppError::bad_input(info.message())
+            }
+            E::DatabaseError(K::ClosedConnection, info) => {
+                AppError::Unavailable(info.message().into())
+            }
+            // 57014 query_canceled: statement_timeout fired.
+            E::DatabaseError(_, ref info) if info.message().contains("statement timeout") => {
+                AppError::Unavailable("database statement timed out".into())
+            }
+            E::NotFound => AppError::NotFound {
+                entity: "row",
+                id: String::new(),
+            },
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl From<crate::db::PoolError> for AppError {
+    fn from(e: crate::db::PoolError) -> Self {
+        use deadpool::managed::PoolError as P;
+        match e {
+            P::Timeout(_) => AppError::Unavailable("database pool exhausted".into()),
+            P::Backend(e) => AppError::Unavailable(format!("database unreachable: {e}")),
+            P::Closed => AppError::Unavailable("database pool closed".into()),
+            other => AppError::internal(other),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Relay connections shared by every list field: opaque keyset cursors, `first`/`after`
+//! validation, and a `totalCount` that costs a statement only when it is asked for.
+
+use async_graphql::{Context, Object, OutputType, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+
+/// Largest `first` a client may ask for; larger values are an error, never a silent truncation.
+pub const MAX_FIRST: i32 = 500;
+
+/// A keyset position: every list is ordered by `(created_at, id)`, which is unique and indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.id
+        ))
+    }
+
+    pub fn decode(s: &str) -> AppResult<Self> {
+        let bad = || AppError::bad_field("after", format!("invalid cursor {s:?}"));
+        let raw = URL_SAFE_NO_PAD.decode(s.as_bytes()).map_err(|_| bad())?;
+        let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
+        let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        Ok(Cursor {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Anything listed through a connection knows its own cursor.
+pub trait Keyed {
+    fn cursor(&self) -> Cursor;
+}
+
+/// Validated `first`/`after` arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub first: i64,
+    pub after: Option<Cursor>,
+}
+
+impl Window {
+    pub fn parse(first: Option<i32>, default: i32, after: Option<&str>) -> AppResult<Self> {
+        let first = first.unwrap_or(default);
+        if first < 0 {
+            return Err(AppError::bad_field("first", "first must not be negative"));
+        }
+        if first > MAX_FIRST {
+            return Err(AppError::bad_field(
+                "first",
+                format!("first must be at most {MAX_FIRST}, got {first}"),
+            ));
+        }
+        Ok(Window {
+            first: i64::from(first),
+            after: after.map(Cursor::decode).transpose()?,
+        })
+    }
+
+    /// Rows to fetch: one more than asked, to learn `hasNextPage` without a count.
+    pub fn limit(&self) -> i64 {
+        self.first + 1
+    }
+}
+
+/// Resolves `totalCount` lazily, so a query that does not select it pays nothing.
+pub trait CountSource: Send + Sync {
+    fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, AppResult<i64>>;
+}
+
+#[derive(SimpleObject)]
+#[graphql(concrete(
+    name = "CrawlSessionEdge",
+    params(crate::sessions::graphql::CrawlSession)
+))]
+#[graphql(concrete(name = "PageEdge", params(crate::pages::graphql::Page)))]
+#[graphql(concrete(name = "BugEdge", params(crate::bugs::graphql::Bug)))]
+pub struct Edge<T: OutputType> {
+    pub cursor: String,
+    pub node: T,
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+pub struct Connection<T: OutputType> {
+    edges: Vec<Edge<T>>,
+    has_next: bool,
+    has_previous: bool,
+    count: Box<dyn CountSource>,
+}
+
+impl<T: OutputType + Keyed> Connection<T> {
+    /// Builds a connection from up to `window.limit()` rows in list order.
+    pub fn from_rows(mut rows: Vec<T>, window: &Window, count: Box<dyn CountSource>) -> Self {
+        let has_next = rows.len() as i64 > window.first;
+        rows.truncate(window.first as usize);
+        let edges = rows
+            .into_iter()
+            .map(|node| Edge {
+                cursor: node.cursor().encode(),
+                node,
+            })
+            .collect();
+        Connection {
+            edges,
+            has_next,
+            // Forward-only pagination: a page after a cursor has at least that row before it.
+            has_previous: window.after.is_some(),
+            count,
+        }
+    }
+}
+
+#[Object(
+    concrete(
+        name = "CrawlSessionConnection",
+        params(crate::sessions::graphql::CrawlSession)
+    ),
+    concrete(name = "PageConnection", params(crate::pages::graphql::Page)),
+    concrete(name = "BugConnection", params(crate::bugs::graphql::Bug))
+)]
+impl<T: OutputType> Connection<T>
+where
+    Edge<T>: OutputType,
+{
+    async fn edges(&self) -> &Vec<Edge<T>> {
+        &self.edges
+    }
+
+    async fn nodes(&self) -> Vec<&T> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_next_page: self.has_next,
+            has_previous_page: self.has_previous,
+            start_cursor: self.edges.first().map(|e| e.cursor.clone()),
+            end_cursor: self.edges.last().map(|e| e.cursor.clone()),
+        }
+    }
+
+    /// Rows matching the filters, ignoring `first` and `after`.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        Ok(self.count.count(ctx).await?)
+    }
+}

@@ -1,0 +1,62 @@
+//! Per-request state: the request's database handle and its one batching DataLoader.
+
+use std::time::Duration;
+
+use async_graphql::Context;
+use async_graphql::dataloader::DataLoader;
+use futures_util::future::BoxFuture;
+
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+
+/// Implements `Loader<K>` once per key type, in each domain module. DataLoader keeps a separate
+/// batch per key type, so one instance serves every relation of a request.
+pub struct BatchLoader {
+    pub db: Db,
+}
+
+/// Fetch tasks of a request's loader, run by the request's own future (see [`RequestCtx::new`]).
+pub type FetchQueue = futures_util::stream::BoxStream<'static, BoxFuture<'static, ()>>;
+
+pub struct RequestCtx {
+    pub db: Db,
+    pub loader: DataLoader<BatchLoader>,
+}
+
+impl RequestCtx {
+    /// A fresh context for one request, plus the queue of its batch fetches.
+    ///
+    /// Fetches are not spawned on the runtime: the caller polls them after each poll of the
+    /// executing query (see `graphql::execute`). All sibling resolvers of a level register their
+    /// keys within one poll of the query, so a level always becomes exactly one batch, however
+    /// slow the machine, instead of racing a timer.
+    pub fn new(db: Db) -> (Self, FetchQueue) {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<BoxFuture<'static, ()>>();
+        let loader = DataLoader::new(BatchLoader { db: db.clone() }, move |fut| {
+            // The receiver lives as long as the request; a send can only fail after it ended.
+            let _ = tx.unbounded_send(fut);
+        })
+        .delay(Duration::ZERO)
+        .max_batch_size(usize::MAX);
+        (RequestCtx { db, loader }, Box::pin(rx))
+    }
+}
+
+/// The request context of a resolver.
+pub fn req<'a>(ctx: &Context<'a>) -> AppResult<&'a RequestCtx> {
+    ctx.data::<RequestCtx>()
+        .map_err(|_| AppError::internal("request context missing"))
+}
+
+/// Splits keys into groups that can share one statement: same parent kind and same arguments.
+pub fn group_by<K: Copy, G: PartialEq>(keys: &[K], sig: impl Fn(&K) -> G) -> Vec<(G, Vec<K>)> {
+    let mut groups: Vec<(G, Vec<K>)> = Vec::new();
+    for k in keys {
+        let s = sig(k);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, v)) => v.push(*k),
+            None => groups.push((s, vec![*k])),
+        }
+    }
+    groups
+}

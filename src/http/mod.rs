@@ -1,0 +1,172 @@
+//! The HTTP surface: GraphQL over POST/GET with content negotiation, GraphiQL, WebSocket
+//! subscriptions, health and readiness.
+
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLSubscription};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::db::{Db, migrations_applied};
+use crate::graphql::{AppSchema, execute};
+
+/// Response header carrying the number of SQL statements the request issued.
+pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: AppSchema,
+    pub db: Db,
+}
+
+pub fn router(state: AppState) -> Router {
+    let ws = GraphQLSubscription::new(state.schema.clone());
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route_service("/graphql/ws", ws)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .layer(RequestBodyLimitLayer::new(8 * 1024 * 1024))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// `application/json` when the client asks for it (legacy clients), else the GraphQL-over-HTTP
+/// media type.
+fn wants_legacy_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/json") && !accept.contains("application/graphql-response+json")
+}
+
+async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
+) -> Response {
+    if wants_html(&headers) {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql/ws")
+                .title("bughive-gateway")
+                .finish(),
+        )
+        .into_response();
+    }
+    match request {
+        Ok(req) => run(state, headers, req.into_inner(), true).await,
+        Err(rej) => rej.into_response(),
+    }
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> Response {
+    run(state, headers, req.into_inner(), false).await
+}
+
+async fn run(
+    state: AppState,
+    headers: HeaderMap,
+    request: async_graphql::Request,
+    via_get: bool,
+) -> Response {
+    let legacy = wants_legacy_json(&headers);
+    let mut request = request;
+    if via_get && !is_read_only(&mut request) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            axum::Json(json!({ "errors": [{
+                "message": "only queries may be sent over GET; use POST for mutations",
+                "extensions": { "code": "BAD_USER_INPUT" }
+            }]})),
+        )
+            .into_response();
+    }
+    let (response, stats) = execute(&state.schema, &state.db, request).await;
+    // GraphQL-over-HTTP: a request that never executed (no data) is a 4xx with the new media type.
+    let status =
+        if !legacy && response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+    let body = match serde_json::to_vec(&response) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize response");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let content_type = if legacy {
+        "application/json"
+    } else {
+        "application/graphql-response+json"
+    };
+    let mut res = (status, body).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(SQL_STATEMENTS_HEADER, HeaderValue::from(stats.statements()));
+    res
+}
+
+/// False when the document holds a mutation or subscription. Unparsable documents pass, so
+/// the executor reports their syntax error as usual.
+fn is_read_only(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = request.parsed_query() else {
+        return true;
+    };
+    let query_only = |ty: OperationType| ty == OperationType::Query;
+    match &doc.operations {
+        DocumentOperations::Single(op) => query_only(op.node.ty),
+        DocumentOperations::Multiple(ops) => ops.values().all(|op| query_only(op.node.ty)),
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers within a second and every migration is applied.
+async fn ready(State(state): State<AppState>) -> Response {
+    let check = tokio::time::timeout(Duration::from_secs(1), migrations_applied(&state.db)).await;
+    match check {
+        Ok(Ok(true)) => (StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response(),
+        Ok(Ok(false)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "reason": "migrations pending" })),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "reason": e.message() })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "reason": "database check timed out" })),
+        )
+            .into_response(),
+    }
+}

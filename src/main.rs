@@ -1,0 +1,129 @@
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::Context;
+use bughive_gateway::app::{self, Database};
+use bughive_gateway::config::DbConfig;
+use bughive_gateway::db::{Db, build_pool, revert_last_migration};
+use bughive_gateway::seed::{self, SeedPlan};
+use clap::{Parser, Subcommand};
+
+/// GraphQL gateway for autonomous-QA data (crawl sessions, pages, bugs).
+///
+/// Without DATABASE_URL it runs its own PostgreSQL cluster in ./.bughive/pg.
+#[derive(Parser)]
+#[command(name = "bughive-gateway", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve GraphQL over HTTP and WebSocket (the default).
+    Serve(ServeArgs),
+    /// Apply pending migrations, or revert the newest one.
+    Migrate {
+        #[arg(long)]
+        revert: bool,
+    },
+    /// Write deterministic demo data in bulk.
+    Seed {
+        #[arg(long, default_value_t = 200)]
+        sessions: usize,
+        #[arg(long, default_value_t = 50)]
+        pages_per_session: usize,
+        #[arg(long, default_value_t = 3)]
+        bugs_per_page: usize,
+    },
+    /// Print the GraphQL SDL.
+    Schema,
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
+    listen: Option<SocketAddr>,
+    /// Do not seed demo data on the embedded database's first start.
+    #[arg(long)]
+    no_demo_data: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            let listen = args
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+            app::serve(listen, !args.no_demo_data).await
+        }
+        Command::Migrate { revert } => {
+            let database = Database::open().await?;
+            let result = if revert {
+                revert_last_migration(&database.url)
+                    .await
+                    .map(|v| println!("reverted migration {v}"))
+            } else {
+                println!("migrations are up to date");
+                Ok(())
+            };
+            database.close();
+            result
+        }
+        Command::Seed {
+            sessions,
+            pages_per_session,
+            bugs_per_page,
+        } => {
+            let database = Database::open().await?;
+            let result = async {
+                let db = Db::new(build_pool(&DbConfig::from_env(database.url.clone())?)?);
+                let t = Instant::now();
+                let plan = SeedPlan {
+                    sessions,
+                    pages_per_session,
+                    bugs_per_page,
+                };
+                let n = seed::run(&db, plan, true).await.context("seeding")?;
+                println!(
+                    "seeded {n} rows ({sessions} sessions x {pages_per_session} pages x {bugs_per_page} bugs) in {} ms",
+                    t.elapsed().as_millis()
+                );
+                Ok(())
+            }
+            .await;
+            database.close();
+            result
+        }
+        Command::Schema => {
+            print!("{}", bughive_gateway::graphql::sdl());
+            Ok(())
+        }
+    }
+}

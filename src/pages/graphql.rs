@@ -1,0 +1,142 @@
+use async_graphql::{Context, Json, Object};
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use super::loaders::{PageCountKey, PageFilter, PageId, PageListKey, PageParent};
+use super::model::{PageRow, PageStatus};
+use crate::bugs::graphql::{Bug, BugFilter, bugs_connection};
+use crate::bugs::loaders::BugParent;
+use crate::error::{AppError, AppResult};
+use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
+use crate::graphql::context::req;
+use crate::sessions::graphql::{CrawlSession, load_session};
+
+/// One URL of a crawl, with its analysis and the bugs found on it.
+#[derive(Clone)]
+pub struct Page(pub PageRow);
+
+impl Keyed for Page {
+    fn cursor(&self) -> Cursor {
+        self.0.cursor()
+    }
+}
+
+#[Object]
+impl Page {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<CrawlSession> {
+        Ok(load_session(ctx, self.0.session_id)
+            .await?
+            .ok_or(AppError::NotFound {
+                entity: "session",
+                id: self.0.session_id.to_string(),
+            })?)
+    }
+    async fn url(&self) -> &str {
+        &self.0.url
+    }
+    async fn title(&self) -> Option<&str> {
+        self.0.title.as_deref()
+    }
+    async fn status(&self) -> PageStatus {
+        self.0.status
+    }
+    async fn depth(&self) -> i32 {
+        self.0.depth
+    }
+    /// The page this one was discovered from; null for entry pages.
+    async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Page>> {
+        match self.0.parent_page_id {
+            Some(id) => Ok(load_page(ctx, id).await?),
+            None => Ok(None),
+        }
+    }
+    /// Pages discovered from this one.
+    async fn children(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<Page>> {
+        let window = Window::parse(first, 50, after.as_deref())?;
+        Ok(pages_connection(
+            ctx,
+            PageParent::Page(self.0.id),
+            PageFilter::default(),
+            window,
+        )
+        .await?)
+    }
+    async fn analysis_result(&self) -> Option<Json<&serde_json::Value>> {
+        self.0.analysis_result.as_ref().map(Json)
+    }
+    async fn crawled_at(&self) -> Option<DateTime<Utc>> {
+        self.0.crawled_at
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    async fn bugs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        filter: Option<BugFilter>,
+    ) -> async_graphql::Result<Connection<Bug>> {
+        let window = Window::parse(first, 50, after.as_deref())?;
+        let filter = filter.unwrap_or_default().into_key()?;
+        Ok(bugs_connection(ctx, BugParent::Page(self.0.id), filter, window).await?)
+    }
+}
+
+pub async fn load_page(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Page>> {
+    Ok(req(ctx)?.loader.load_one(PageId(id)).await?.map(Page))
+}
+
+struct PageCount(PageCountKey);
+
+impl CountSource for PageCount {
+    fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, AppResult<i64>> {
+        async move { Ok(req(ctx)?.loader.load_one(self.0).await?.unwrap_or(0)) }.boxed()
+    }
+}
+
+/// A parent's page list through the batch loader: one statement for all parents of a level.
+pub async fn pages_connection(
+    ctx: &Context<'_>,
+    parent: PageParent,
+    filter: PageFilter,
+    window: Window,
+) -> AppResult<Connection<Page>> {
+    let key = PageListKey {
+        parent,
+        filter,
+        window,
+    };
+    let mut rows = req(ctx)?.loader.load_one(key).await?.unwrap_or_default();
+    rows.sort_by_key(|r| (r.created_at, r.id));
+    let pages = rows.into_iter().map(Page).collect();
+    Ok(Connection::from_rows(
+        pages,
+        &window,
+        Box::new(PageCount(PageCountKey { parent, filter })),
+    ))
+}
+
+#[derive(Default)]
+pub struct PagesQuery;
+
+#[Object]
+impl PagesQuery {
+    /// One page by id; null when it does not exist.
+    async fn page(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Page>> {
+        Ok(load_page(ctx, id).await?)
+    }
+}

@@ -1,0 +1,40 @@
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::db::enums::db_enum;
+use crate::db::schema::pages;
+use crate::graphql::connection::{Cursor, Keyed};
+
+db_enum!(PageStatus {
+    Discovered => "discovered",
+    Crawling => "crawling",
+    Analyzed => "analyzed",
+    Failed => "failed",
+    Skipped => "skipped",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Insertable)]
+#[diesel(table_name = pages, check_for_backend(diesel::pg::Pg))]
+pub struct PageRow {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub url: String,
+    pub title: Option<String>,
+    pub status: PageStatus,
+    pub depth: i32,
+    pub parent_page_id: Option<Uuid>,
+    pub analysis_result: Option<serde_json::Value>,
+    pub crawled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Keyed for PageRow {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}

@@ -1,0 +1,50 @@
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::db::enums::db_enum;
+use crate::db::schema::crawl_sessions;
+use crate::graphql::connection::{Cursor, Keyed};
+
+db_enum!(SessionStatus {
+    Pending => "pending",
+    Running => "running",
+    Completed => "completed",
+    Failed => "failed",
+    Cancelled => "cancelled",
+});
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Insertable)]
+#[diesel(table_name = crawl_sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub base_url: String,
+    pub status: SessionStatus,
+    pub config: serde_json::Value,
+    pub pages_discovered: i32,
+    pub pages_crawled: i32,
+    pub bugs_found: i32,
+    pub total_cost: BigDecimal,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Keyed for SessionRow {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Filters of the `sessions` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SessionFilter {
+    pub status: Option<SessionStatus>,
+    pub base_url: Option<String>,
+}
