@@ -174,3 +174,136 @@ impl From<crate::db::PoolError> for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(e: &AppError) -> async_graphql::Value {
+        let err = e.to_graphql();
+        let ext = err.extensions.expect("extensions are always set");
+        serde_json::to_value(&ext)
+            .ok()
+            .and_then(|v| async_graphql::Value::from_json(v).ok())
+            .expect("extensions serialize")
+    }
+
+    fn code_of(e: &AppError) -> String {
+        match ext(e) {
+            async_graphql::Value::Object(m) => {
+                m.get("code").map(|c| c.to_string()).unwrap_or_default()
+            }
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_code() {
+        let cases = [
+            (
+                AppError::NotFound {
+                    entity: "bug",
+                    id: "x".into(),
+                },
+                "NOT_FOUND",
+            ),
+            (AppError::bad_input("no"), "BAD_USER_INPUT"),
+            (
+                AppError::InvalidTransition {
+                    entity: "bug",
+                    from: "DETECTED".into(),
+                    to: "REPORTED".into(),
+                },
+                "INVALID_TRANSITION",
+            ),
+            (AppError::Unauthenticated("who".into()), "UNAUTHENTICATED"),
+            (AppError::Forbidden("no".into()), "FORBIDDEN"),
+            (AppError::Conflict("dup".into()), "CONFLICT"),
+            (
+                AppError::QueryTooComplex("deep".into()),
+                "QUERY_TOO_COMPLEX",
+            ),
+            (
+                AppError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                "RATE_LIMITED",
+            ),
+            (AppError::Unavailable("db".into()), "UNAVAILABLE"),
+            (AppError::internal("boom"), "INTERNAL"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code);
+            assert_eq!(code_of(&err), format!("\"{code}\""));
+        }
+    }
+
+    #[test]
+    fn transitions_carry_from_and_to() {
+        let e = AppError::InvalidTransition {
+            entity: "bug",
+            from: "DETECTED".into(),
+            to: "REPORTED".into(),
+        };
+        let v = ext(&e).to_string();
+        assert!(v.contains("from: \"DETECTED\""), "{v}");
+        assert!(v.contains("to: \"REPORTED\""), "{v}");
+        let v = ext(&AppError::bad_field("first", "too big")).to_string();
+        assert!(v.contains("field: \"first\""), "{v}");
+        let v = ext(&AppError::RateLimited {
+            retry_after_secs: 7,
+        })
+        .to_string();
+        assert!(v.contains("retryAfter: 7"), "{v}");
+    }
+
+    #[test]
+    fn internal_errors_leak_nothing() {
+        let e = AppError::internal("relation \"secret_table\" does not exist");
+        assert_eq!(e.to_graphql().message, "internal error");
+    }
+
+    #[test]
+    fn database_errors_map_to_client_codes() {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        let db = |kind, msg: &str| E::DatabaseError(kind, Box::new(msg.to_owned()));
+        assert_eq!(
+            AppError::from(db(K::UniqueViolation, "dup")).code(),
+            "CONFLICT"
+        );
+        assert_eq!(
+            AppError::from(db(K::CheckViolation, "check")).code(),
+            "BAD_USER_INPUT"
+        );
+        assert_eq!(
+            AppError::from(db(K::ClosedConnection, "gone")).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(
+            AppError::from(db(
+                K::Unknown,
+                "canceling statement due to statement timeout"
+            ))
+            .code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(AppError::from(E::NotFound).code(), "NOT_FOUND");
+        assert_eq!(
+            AppError::from(db(K::Unknown, "syntax error")).code(),
+            "INTERNAL"
+        );
+    }
+
+    #[test]
+    fn pool_errors_are_unavailable() {
+        use deadpool::managed::TimeoutType;
+        assert_eq!(
+            AppError::from(crate::db::PoolError::Timeout(TimeoutType::Wait)).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(
+            AppError::from(crate::db::PoolError::Closed).code(),
+            "UNAVAILABLE"
+        );
+    }
+}

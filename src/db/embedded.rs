@@ -59,14 +59,29 @@ pub struct EmbeddedPg {
 /// Finds the server binaries: `PG_BINDIR`, else the newest `/usr/lib/postgresql/*/bin`, else
 /// `pg_config --bindir`.
 pub fn find_bindir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("PG_BINDIR") {
-        let dir = PathBuf::from(dir);
+    locate_bindir(
+        std::env::var_os("PG_BINDIR").map(PathBuf::from),
+        Path::new("/usr/lib/postgresql"),
+        "pg_config",
+    )
+}
+
+/// [`find_bindir`] with its inputs spelled out, so the search order can be tested.
+pub fn locate_bindir(
+    explicit: Option<PathBuf>,
+    versions_root: &Path,
+    pg_config: &str,
+) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = explicit {
         if dir.join("initdb").is_file() {
             return Ok(dir);
         }
-        bail!("PG_BINDIR={} has no initdb", dir.display());
+        bail!(
+            "PG_BINDIR={} has no initdb; point it at PostgreSQL's server binaries",
+            dir.display()
+        );
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -80,7 +95,7 @@ pub fn find_bindir() -> anyhow::Result<PathBuf> {
     if let Some((_, bin)) = versions.pop() {
         return Ok(bin);
     }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+    if let Ok(out) = Command::new(pg_config).arg("--bindir").output()
         && out.status.success()
     {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -89,7 +104,7 @@ pub fn find_bindir() -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "no PostgreSQL server binaries found: install them (apt-get install postgresql) or set DATABASE_URL to an existing database"
+        "no PostgreSQL server binaries found: install them with `apt-get install postgresql`, or set DATABASE_URL to use an existing database"
     )
 }
 

@@ -4,11 +4,15 @@ pub mod connection;
 pub mod context;
 pub mod scalars;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema};
 use futures_util::StreamExt;
-use futures_util::future::{Either, select};
+use futures_util::future::BoxFuture;
 
 use crate::bugs::graphql::BugsQuery;
 use crate::db::{Db, QueryStats};
@@ -43,15 +47,66 @@ pub async fn execute(
     let db = db.scoped();
     let stats = db.stats().clone();
     let (ctx, queue) = RequestCtx::new(db);
-    let exec = std::pin::pin!(schema.execute(request.data(ctx)));
-    let driver = std::pin::pin!(queue.for_each_concurrent(None, |fetch| fetch));
-    let mut response = match select(exec, driver).await {
-        Either::Left((response, _)) => response,
-        // The queue only ends once the context is dropped, i.e. after execution finished.
-        Either::Right(((), exec)) => exec.await,
-    };
+    let mut response = Batched {
+        exec: Box::pin(schema.execute(request.data(ctx))),
+        fetches: Box::pin(queue.for_each_concurrent(None, |fetch| fetch)),
+        fetches_done: false,
+    }
+    .await;
     add_missing_codes(&mut response);
     (response, stats)
+}
+
+/// Drives a query and its batch fetches in one task, fetching only when the query is idle.
+///
+/// async-graphql resolves large lists through `FuturesUnordered`, which polls at most 32 futures
+/// and then yields by waking itself. A fetch that ran at that point would see only part of a
+/// level's keys. So after each poll of the query we check whether it woke itself: if it did, it
+/// still has resolvers to run and we poll it again before any fetch; only once every resolver
+/// waits on a loader do the fetches run, each with all the keys of its level.
+struct Batched<'a, T> {
+    exec: BoxFuture<'a, T>,
+    fetches: BoxFuture<'static, ()>,
+    fetches_done: bool,
+}
+
+struct FlagWaker {
+    woken: AtomicBool,
+    outer: Waker,
+}
+
+impl Wake for FlagWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.outer.wake_by_ref();
+    }
+}
+
+impl<T> Future for Batched<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let flag = Arc::new(FlagWaker {
+            woken: AtomicBool::new(false),
+            outer: cx.waker().clone(),
+        });
+        let waker = Waker::from(flag.clone());
+        if let Poll::Ready(out) = self.exec.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return Poll::Ready(out);
+        }
+        // Woken during its own poll: runnable work remains (the outer waker was already woken).
+        if flag.woken.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        // The queue only ends once the request context is dropped, i.e. after execution.
+        if !self.fetches_done && self.fetches.as_mut().poll(cx).is_ready() {
+            self.fetches_done = true;
+        }
+        Poll::Pending
+    }
 }
 
 /// Errors raised by async-graphql itself (syntax, validation, argument coercion) carry no code;

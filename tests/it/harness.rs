@@ -1,0 +1,256 @@
+//! Test harness: one PostgreSQL per test run (the embedded-default code, or `DATABASE_URL`), a
+//! migrated template database, and a fresh clone of it for every test so tests run in parallel.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bughive_gateway::config::DbConfig;
+use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
+use bughive_gateway::db::{Db, build_pool, run_migrations};
+use bughive_gateway::graphql::{AppSchema, build_schema, execute};
+use serde_json::Value;
+
+pub struct Cluster {
+    /// Connection string of a maintenance database, with `{db}` where the name goes.
+    url_template: UrlTemplate,
+    pub embedded: Option<EmbeddedPg>,
+    pub template: String,
+    prefix: String,
+}
+
+enum UrlTemplate {
+    Embedded,
+    External(Box<tokio_postgres::Config>),
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Cluster {
+    pub fn url(&self, db: &str) -> String {
+        match &self.url_template {
+            UrlTemplate::Embedded => self
+                .embedded
+                .as_ref()
+                .map(|pg| pg.url(db))
+                .unwrap_or_default(),
+            UrlTemplate::External(cfg) => {
+                let mut parts = Vec::new();
+                for h in cfg.get_hosts() {
+                    match h {
+                        tokio_postgres::config::Host::Tcp(s) => parts.push(format!("host='{s}'")),
+                        tokio_postgres::config::Host::Unix(p) => {
+                            parts.push(format!("host='{}'", p.display()))
+                        }
+                    }
+                }
+                if let Some(p) = cfg.get_ports().first() {
+                    parts.push(format!("port={p}"));
+                }
+                if let Some(u) = cfg.get_user() {
+                    parts.push(format!("user='{u}'"));
+                }
+                if let Some(pw) = cfg.get_password() {
+                    parts.push(format!("password='{}'", String::from_utf8_lossy(pw)));
+                }
+                parts.push(format!("dbname='{db}'"));
+                parts.join(" ")
+            }
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        self.url("postgres")
+    }
+}
+
+extern "C" fn cleanup_at_exit() {
+    let Some(c) = CLUSTER.get() else { return };
+    if let Some(pg) = &c.embedded {
+        let _ = pg.stop();
+        if let Some(parent) = pg.data_dir().parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    } else {
+        let admin = c.admin_url();
+        let prefix = c.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Runtime::new() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok((client, conn)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(conn);
+                if let Ok(rows) = client
+                    .query(
+                        "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                        &[&prefix],
+                    )
+                    .await
+                {
+                    for r in rows {
+                        let name: String = r.get(0);
+                        let _ = client
+                            .batch_execute(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn admin_exec(url: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    let h = tokio::spawn(conn);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = h.await;
+}
+
+fn init() -> Cluster {
+    let prefix = format!("bughive_t{}_", std::process::id());
+    let (url_template, embedded) =
+        match std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()) {
+            Some(url) => {
+                let cfg: tokio_postgres::Config = url.parse().expect("DATABASE_URL must parse");
+                (UrlTemplate::External(Box::new(cfg)), None)
+            }
+            None => {
+                let dir: PathBuf =
+                    std::env::temp_dir().join(format!("bughive-test-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("create test dir");
+                let opts = EmbeddedOptions::new(dir.join("pg"))
+                    .setting("fsync", "off")
+                    .setting("synchronous_commit", "off")
+                    .setting("full_page_writes", "off")
+                    .setting("max_connections", "300");
+                let pg = EmbeddedPg::start(&opts).expect("start the test cluster");
+                (UrlTemplate::Embedded, Some(pg))
+            }
+        };
+    let template = format!("{prefix}template");
+    let cluster = Cluster {
+        url_template,
+        embedded,
+        template: template.clone(),
+        prefix,
+    };
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    unsafe {
+        libc::atexit(cleanup_at_exit);
+    }
+    let admin = cluster.admin_url();
+    let tpl_url = cluster.url(&template);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            admin_exec(&admin, &format!("CREATE DATABASE \"{template}\"")).await;
+            run_migrations(&tpl_url)
+                .await
+                .expect("migrate the template");
+        });
+    })
+    .join()
+    .expect("template set-up");
+    cluster
+}
+
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(init)
+}
+
+/// A fresh database cloned from the migrated template.
+pub struct TestDb {
+    pub url: String,
+    pub db: Db,
+    pub schema: AppSchema,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        Self::with_pool(10, 5_000).await
+    }
+
+    pub async fn with_pool(size: usize, timeout_ms: u64) -> Self {
+        let c = cluster();
+        let name = format!("{}{}", c.prefix, COUNTER.fetch_add(1, Ordering::SeqCst));
+        admin_exec(
+            &c.admin_url(),
+            &format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", c.template),
+        )
+        .await;
+        let url = c.url(&name);
+        let db = Db::new(
+            build_pool(&DbConfig {
+                url: url.clone(),
+                pool_size: size,
+                pool_timeout_ms: timeout_ms,
+                statement_timeout_ms: 30_000,
+            })
+            .expect("pool"),
+        );
+        TestDb {
+            url,
+            db,
+            schema: build_schema(),
+        }
+    }
+
+    /// Runs a GraphQL request; returns the response as JSON and the SQL statements it issued.
+    pub async fn gql(&self, query: &str, variables: Value) -> (Value, u64) {
+        let req = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables));
+        let (resp, stats) = execute(&self.schema, &self.db, req).await;
+        (
+            serde_json::to_value(&resp).expect("response serializes"),
+            stats.statements(),
+        )
+    }
+
+    /// Like [`gql`](Self::gql) but fails the test on any error.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let (v, _) = self.gql(query, variables).await;
+        assert!(v.get("errors").is_none(), "unexpected errors: {v:#}");
+        v["data"].clone()
+    }
+
+    /// A raw connection for assertions that bypass the gateway.
+    pub async fn raw(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connect");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.raw()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn code(v: &Value) -> &str {
+    v["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+}

@@ -1,0 +1,229 @@
+//! The HTTP surface over a real socket: POST/GET, content negotiation, GraphiQL, WebSocket,
+//! health and readiness.
+
+use std::net::SocketAddr;
+
+use bughive_gateway::http::{AppState, SQL_STATEMENTS_HEADER, router};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::harness::TestDb;
+
+async fn serve(t: &TestDb) -> SocketAddr {
+    let app = router(AppState {
+        schema: t.schema.clone(),
+        db: t.db.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_over_post_and_get_with_content_negotiation() {
+    let t = TestDb::new().await;
+    bughive_gateway::seed::run(
+        &t.db,
+        bughive_gateway::seed::SeedPlan {
+            sessions: 3,
+            pages_per_session: 2,
+            bugs_per_page: 1,
+        },
+        false,
+    )
+    .await
+    .expect("seed");
+    let addr = serve(&t).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/graphql");
+
+    let r = http
+        .post(&url)
+        .json(&json!({ "query": "{ sessions { totalCount } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/graphql-response+json"
+    );
+    assert_eq!(r.headers()[SQL_STATEMENTS_HEADER], "2");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["data"]["sessions"]["totalCount"], 3);
+
+    let r = http
+        .post(&url)
+        .header("accept", "application/json")
+        .json(&json!({ "query": "{ sessions { totalCount } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.headers()["content-type"], "application/json");
+
+    let r = http
+        .get(&url)
+        .query(&[("query", "{ sessions(first: 1) { nodes { id } } }")])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        v["data"]["sessions"]["nodes"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Mutations are refused over GET.
+    let r = http
+        .get(&url)
+        .query(&[("query", "mutation { __typename }")])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // A request that cannot execute is a 400 in the GraphQL-over-HTTP media type...
+    let r = http
+        .post(&url)
+        .json(&json!({ "query": "{ sessions {" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    // ...and a 200 for legacy application/json clients.
+    let r = http
+        .post(&url)
+        .header("accept", "application/json")
+        .json(&json!({ "query": "{ sessions {" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_get_graphiql() {
+    let t = TestDb::new().await;
+    let addr = serve(&t).await;
+    let r = reqwest::Client::new()
+        .get(format!("http://{addr}/graphql"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    let body = r.text().await.expect("body");
+    assert!(body.contains("graphiql"), "{body}");
+    assert!(body.contains("/graphql/ws"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let t = TestDb::new().await;
+    let addr = serve(&t).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "ok");
+    let r = http
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "ready");
+
+    // Not migrated: not ready.
+    let c = t.raw().await;
+    c.batch_execute("DELETE FROM __diesel_schema_migrations")
+        .await
+        .expect("forget migrations");
+    let r = http
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(r.status(), 503);
+
+    // Database unreachable: not ready, but alive.
+    let pool = bughive_gateway::db::build_pool(&bughive_gateway::config::DbConfig {
+        url: "host=/nonexistent-bughive dbname=x user=x".into(),
+        pool_size: 1,
+        pool_timeout_ms: 200,
+        statement_timeout_ms: 1000,
+    })
+    .expect("pool");
+    let app = router(AppState {
+        schema: t.schema.clone(),
+        db: bughive_gateway::db::Db::new(pool),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let down = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = http
+        .get(format!("http://{down}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["status"],
+        "unavailable"
+    );
+    let r = http
+        .get(format!("http://{down}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_endpoint_speaks_graphql_transport_ws() {
+    let t = TestDb::new().await;
+    let addr = serve(&t).await;
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(
+        resp.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    ws.send(Message::text(
+        json!({ "type": "connection_init" }).to_string(),
+    ))
+    .await
+    .expect("init");
+    let msg = ws.next().await.expect("a reply").expect("ok");
+    let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
+    assert_eq!(v["type"], "connection_ack");
+}

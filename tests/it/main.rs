@@ -1,0 +1,10 @@
+//! Integration tests against a real PostgreSQL (see `harness`). One binary, so one cluster per run.
+
+mod harness;
+
+mod embedded;
+mod errors;
+mod http;
+mod migrations;
+mod reads;
+mod schema_files;

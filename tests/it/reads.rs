@@ -1,0 +1,411 @@
+//! The read path: nested connections, batching, ordering, pagination and filters.
+
+use std::collections::HashSet;
+
+use bughive_gateway::bugs::model::{BugPriority, BugStatus};
+use bughive_gateway::pages::model::PageStatus;
+use bughive_gateway::seed::{self, SeedPlan};
+use serde_json::{Value, json};
+
+use crate::harness::{TestDb, code};
+
+async fn seeded(sessions: usize, pages: usize, bugs: usize) -> (TestDb, SeedPlan) {
+    let t = TestDb::new().await;
+    let plan = SeedPlan {
+        sessions,
+        pages_per_session: pages,
+        bugs_per_page: bugs,
+    };
+    seed::run(&t.db, plan, false).await.expect("seed");
+    (t, plan)
+}
+
+const NESTED: &str = "query($s: Int, $p: Int) { sessions(first: $s) { nodes { id pages(first: $p) { nodes { id bugs { nodes { id } } } } } } }";
+const NESTED_COUNTS: &str = "query($s: Int, $p: Int) { sessions(first: $s) { totalCount nodes { id pages(first: $p) { totalCount nodes { id bugs { totalCount nodes { id } } } } } } }";
+
+/// The ids the nested query must return, computed from the seed plan: sessions newest first,
+/// pages and bugs in creation order.
+fn expected_tree(plan: SeedPlan) -> Value {
+    let (sessions, pages, bugs) = seed::generate(plan);
+    let mut sessions = sessions;
+    sessions.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+    let tree: Vec<Value> = sessions
+        .iter()
+        .map(|s| {
+            let mut ps: Vec<_> = pages.iter().filter(|p| p.session_id == s.id).collect();
+            ps.sort_by_key(|p| (p.created_at, p.id));
+            let ps: Vec<Value> = ps
+                .iter()
+                .map(|p| {
+                    let mut bs: Vec<_> = bugs.iter().filter(|b| b.page_id == Some(p.id)).collect();
+                    bs.sort_by_key(|b| (b.created_at, b.id));
+                    json!({ "id": p.id, "bugs": { "nodes": bs.iter().map(|b| json!({ "id": b.id })).collect::<Vec<_>>() } })
+                })
+                .collect();
+            json!({ "id": s.id, "pages": { "nodes": ps } })
+        })
+        .collect();
+    json!({ "sessions": { "nodes": tree } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_read_issues_a_constant_number_of_statements() {
+    let (big, big_plan) = seeded(20, 50, 3).await;
+    let (small, small_plan) = seeded(2, 5, 3).await;
+
+    let (v_big, n_big) = big.gql(NESTED, json!({ "s": 20, "p": 50 })).await;
+    let (v_small, n_small) = small.gql(NESTED, json!({ "s": 20, "p": 50 })).await;
+    assert!(v_big.get("errors").is_none(), "{v_big}");
+    assert!(n_big <= 3, "20x50x3 took {n_big} statements");
+    assert_eq!(
+        n_big, n_small,
+        "statement count must not depend on row count"
+    );
+
+    // Exact rows and order, level by level.
+    assert_eq!(v_big["data"], expected_tree(big_plan));
+    assert_eq!(v_small["data"], expected_tree(small_plan));
+    let pages: usize = v_big["data"]["sessions"]["nodes"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| s["pages"]["nodes"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(pages, 1000);
+
+    // totalCount costs one grouped statement per level that asks for it.
+    let (v_big, n_big) = big.gql(NESTED_COUNTS, json!({ "s": 20, "p": 50 })).await;
+    let (_, n_small) = small.gql(NESTED_COUNTS, json!({ "s": 20, "p": 50 })).await;
+    assert!(n_big <= 6, "with totalCount: {n_big} statements");
+    assert_eq!(n_big, n_small);
+    let s0 = &v_big["data"]["sessions"];
+    assert_eq!(s0["totalCount"], 20);
+    assert_eq!(s0["nodes"][0]["pages"]["totalCount"], 50);
+    assert_eq!(s0["nodes"][0]["pages"]["nodes"][0]["bugs"]["totalCount"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_parent_limits_apply_to_each_parent() {
+    let (t, _) = seeded(4, 12, 3).await;
+    let (v, n) = t
+        .gql(
+            "{ sessions(first: 4) { nodes { pages(first: 5) { pageInfo { hasNextPage } nodes { bugs(first: 2) { pageInfo { hasNextPage } nodes { id } } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(n <= 3, "{n} statements");
+    for s in v["data"]["sessions"]["nodes"].as_array().expect("sessions") {
+        let pages = s["pages"]["nodes"].as_array().expect("pages");
+        assert_eq!(pages.len(), 5);
+        assert_eq!(s["pages"]["pageInfo"]["hasNextPage"], true);
+        for p in pages {
+            assert_eq!(p["bugs"]["nodes"].as_array().map(Vec::len), Some(2));
+            assert_eq!(p["bugs"]["pageInfo"]["hasNextPage"], true);
+        }
+    }
+}
+
+/// Walks a connection to its end with `first`/`after` and returns every id in order.
+async fn walk(t: &TestDb, query: &str, path: &[&str], first: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = Value::Null;
+    let mut pages = 0;
+    loop {
+        let data = t.ok(query, json!({ "first": first, "after": after })).await;
+        let mut conn = &data;
+        for p in path {
+            conn = &conn[*p];
+        }
+        let nodes = conn["edges"].as_array().expect("edges");
+        assert!(nodes.len() as i64 <= first);
+        for e in nodes {
+            ids.push(e["node"]["id"].as_str().expect("id").to_owned());
+        }
+        pages += 1;
+        assert!(pages < 100, "pagination does not terminate");
+        assert_eq!(conn["pageInfo"]["hasPreviousPage"], !after.is_null());
+        if conn["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        assert_eq!(
+            conn["pageInfo"]["endCursor"],
+            nodes.last().expect("a full page")["cursor"]
+        );
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_round_trip_through_every_connection() {
+    let (t, plan) = seeded(9, 11, 3).await;
+    let (sessions, pages, bugs) = seed::generate(plan);
+
+    let all = walk(
+        &t,
+        "query($first: Int, $after: String) { sessions(first: $first, after: $after) { pageInfo { hasNextPage hasPreviousPage endCursor } edges { cursor node { id } } } }",
+        &["sessions"],
+        4,
+    )
+    .await;
+    let mut expected: Vec<_> = sessions.iter().collect();
+    expected.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+    assert_eq!(
+        all,
+        expected
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect::<Vec<_>>()
+    );
+
+    let sid = sessions[3].id;
+    let q = format!(
+        "query($first: Int, $after: String) {{ session(id: \"{sid}\") {{ pages(first: $first, after: $after) {{ pageInfo {{ hasNextPage hasPreviousPage endCursor }} edges {{ cursor node {{ id }} }} }} }} }}"
+    );
+    let got = walk(&t, &q, &["session", "pages"], 3).await;
+    let want: Vec<String> = pages
+        .iter()
+        .filter(|p| p.session_id == sid)
+        .map(|p| p.id.to_string())
+        .collect();
+    assert_eq!(got, want);
+
+    let q = format!(
+        "query($first: Int, $after: String) {{ session(id: \"{sid}\") {{ bugs(first: $first, after: $after) {{ pageInfo {{ hasNextPage hasPreviousPage endCursor }} edges {{ cursor node {{ id }} }} }} }} }}"
+    );
+    let got = walk(&t, &q, &["session", "bugs"], 7).await;
+    let want: Vec<String> = bugs
+        .iter()
+        .filter(|b| b.session_id == sid)
+        .map(|b| b.id.to_string())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 33);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_match_the_data() {
+    let (t, plan) = seeded(6, 20, 3).await;
+    let (sessions, pages, bugs) = seed::generate(plan);
+    let s = &sessions[1];
+
+    // sessions by status and baseUrl
+    let data = t
+        .ok(
+            "{ sessions(status: COMPLETED, first: 50) { totalCount nodes { id status } } }",
+            json!({}),
+        )
+        .await;
+    let want = sessions
+        .iter()
+        .filter(|s| s.status.as_db() == "completed")
+        .count();
+    assert_eq!(data["sessions"]["totalCount"], want as i64);
+    assert_eq!(
+        data["sessions"]["nodes"].as_array().map(Vec::len),
+        Some(want)
+    );
+    let data = t
+        .ok(
+            "query($u: String) { sessions(baseUrl: $u) { totalCount nodes { baseUrl } } }",
+            json!({ "u": s.base_url }),
+        )
+        .await;
+    assert_eq!(data["sessions"]["totalCount"], 1);
+    assert_eq!(data["sessions"]["nodes"][0]["baseUrl"], s.base_url);
+
+    // pages by status and depth
+    let data = t
+        .ok(
+            "query($id: UUID!) { session(id: $id) { analyzed: pages(status: ANALYZED, first: 100) { totalCount nodes { status } } shallow: pages(maxDepth: 1, first: 100) { totalCount nodes { depth } } } }",
+            json!({ "id": s.id }),
+        )
+        .await;
+    let want = pages
+        .iter()
+        .filter(|p| p.session_id == s.id && p.status == PageStatus::Analyzed)
+        .count();
+    assert_eq!(data["session"]["analyzed"]["totalCount"], want as i64);
+    assert!(
+        data["session"]["analyzed"]["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|p| p["status"] == "ANALYZED")
+    );
+    let want = pages
+        .iter()
+        .filter(|p| p.session_id == s.id && p.depth <= 1)
+        .count();
+    assert_eq!(data["session"]["shallow"]["totalCount"], want as i64);
+    assert_eq!(
+        data["session"]["shallow"]["nodes"].as_array().map(Vec::len),
+        Some(want)
+    );
+
+    // bugs by status, priority, category and confidence
+    let data = t
+        .ok(
+            "query($id: UUID!) { session(id: $id) { bugs(first: 500, filter: { status: [DETECTED, VALIDATED], priority: [HIGH, CRITICAL], minConfidence: 0.7 }) { totalCount nodes { id status priority confidence } } } }",
+            json!({ "id": s.id }),
+        )
+        .await;
+    let want: Vec<String> = bugs
+        .iter()
+        .filter(|b| {
+            b.session_id == s.id
+                && matches!(b.status, BugStatus::Detected | BugStatus::Validated)
+                && matches!(b.priority, BugPriority::High | BugPriority::Critical)
+                && b.confidence >= 0.7
+        })
+        .map(|b| b.id.to_string())
+        .collect();
+    assert!(!want.is_empty());
+    let got: Vec<String> = data["session"]["bugs"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|b| b["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(data["session"]["bugs"]["totalCount"], want.len() as i64);
+
+    let data = t
+        .ok(
+            "query($id: UUID!) { session(id: $id) { bugs(first: 500, filter: { category: [SECURITY] }) { totalCount } } }",
+            json!({ "id": s.id }),
+        )
+        .await;
+    let want = bugs
+        .iter()
+        .filter(|b| b.session_id == s.id && b.category.as_db() == "security")
+        .count();
+    assert_eq!(data["session"]["bugs"]["totalCount"], want as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_and_statistics_are_correct() {
+    let (t, plan) = seeded(3, 10, 2).await;
+    let (sessions, pages, bugs) = seed::generate(plan);
+    let page = &pages[4]; // session 0, j = 4: parent is page 1
+    let data = t
+        .ok(
+            "query($id: UUID!) { page(id: $id) { id url depth session { id } parent { id parent { id parent { id } } } children { totalCount nodes { id } } bugs { nodes { id session { id } page { id } } } } }",
+            json!({ "id": page.id }),
+        )
+        .await;
+    let p = &data["page"];
+    assert_eq!(p["session"]["id"], json!(page.session_id));
+    assert_eq!(p["parent"]["id"], json!(page.parent_page_id));
+    assert_eq!(p["parent"]["parent"]["id"], json!(pages[0].id));
+    assert_eq!(p["parent"]["parent"]["parent"], Value::Null);
+    let kids: Vec<Value> = pages
+        .iter()
+        .filter(|c| c.parent_page_id == Some(page.id))
+        .map(|c| json!({ "id": c.id }))
+        .collect();
+    assert_eq!(p["children"]["nodes"], json!(kids));
+    assert_eq!(p["children"]["totalCount"], kids.len() as i64);
+    assert_eq!(p["bugs"]["nodes"][0]["page"]["id"], json!(page.id));
+    assert_eq!(
+        p["bugs"]["nodes"][0]["session"]["id"],
+        json!(page.session_id)
+    );
+
+    let s = &sessions[2];
+    let data = t
+        .ok(
+            "query($id: UUID!) { session(id: $id) { bugsFound totalCost statistics { totalBugs avgConfidence byPriority { priority count } byCategory { category count } byStatus { status count } } } }",
+            json!({ "id": s.id }),
+        )
+        .await;
+    let st = &data["session"]["statistics"];
+    let mine: Vec<_> = bugs.iter().filter(|b| b.session_id == s.id).collect();
+    assert_eq!(st["totalBugs"], mine.len() as i64);
+    let avg = mine.iter().map(|b| b.confidence).sum::<f64>() / mine.len() as f64;
+    assert!((st["avgConfidence"].as_f64().unwrap_or(-1.0) - avg).abs() < 1e-9);
+    let crit = mine
+        .iter()
+        .filter(|b| b.priority == BugPriority::Critical)
+        .count();
+    assert_eq!(
+        st["byPriority"][0],
+        json!({ "priority": "CRITICAL", "count": crit })
+    );
+    assert_eq!(st["byCategory"].as_array().map(Vec::len), Some(8));
+    let sum: i64 = st["byStatus"]
+        .as_array()
+        .expect("byStatus")
+        .iter()
+        .map(|c| c["count"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(sum, mine.len() as i64);
+    assert_eq!(
+        data["session"]["totalCost"],
+        json!(format!("{}", s.total_cost.with_scale(4)))
+    );
+
+    // Statistics for many sessions are one statement.
+    let (v, n) = t
+        .gql(
+            "{ sessions { nodes { statistics { totalBugs } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(v.get("errors").is_none());
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_are_null_and_bad_arguments_are_user_errors() {
+    let (t, _) = seeded(2, 3, 1).await;
+    let data = t
+        .ok(
+            "{ session(id: \"00000000-0000-0000-0000-000000000001\") { id } page(id: \"00000000-0000-0000-0000-000000000001\") { id } bug(id: \"00000000-0000-0000-0000-000000000001\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data, json!({ "session": null, "page": null, "bug": null }));
+
+    for q in [
+        "{ sessions(first: 501) { nodes { id } } }",
+        "{ sessions(first: -1) { nodes { id } } }",
+        "{ sessions(after: \"not-a-cursor\") { nodes { id } } }",
+        "{ sessions { nodes { pages(first: 1000) { nodes { id } } } } }",
+        "{ sessions { nodes { bugs(filter: { minConfidence: 2 }) { nodes { id } } } } }",
+        "{ session(id: \"nope\") { id } }",
+        "{ sessions { nodes { nonexistent } } }",
+        "{ sessions { ",
+    ] {
+        let (v, _) = t.gql(q, json!({})).await;
+        assert_eq!(code(&v), "BAD_USER_INPUT", "{q}: {v}");
+    }
+    let (v, _) = t
+        .gql("{ sessions(first: 501) { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(v["errors"][0]["extensions"]["field"], "first");
+    // `first: 500` is the cap, not an error.
+    let (v, _) = t
+        .gql("{ sessions(first: 500) { nodes { id } } }", json!({}))
+        .await;
+    assert!(v.get("errors").is_none(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_without_children_gets_an_empty_connection() {
+    let (t, _) = seeded(1, 3, 0).await;
+    let data = t
+        .ok("{ sessions { nodes { bugs { totalCount nodes { id } pageInfo { hasNextPage startCursor endCursor } } pages { nodes { bugs { totalCount nodes { id } } } } } } }", json!({}))
+        .await;
+    let s = &data["sessions"]["nodes"][0];
+    assert_eq!(
+        s["bugs"],
+        json!({ "totalCount": 0, "nodes": [], "pageInfo": { "hasNextPage": false, "startCursor": null, "endCursor": null } })
+    );
+    assert_eq!(
+        s["pages"]["nodes"][2]["bugs"],
+        json!({ "totalCount": 0, "nodes": [] })
+    );
+}
