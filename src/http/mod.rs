@@ -1,14 +1,15 @@
 //! The HTTP surface: GraphQL over POST/GET with content negotiation, GraphiQL, WebSocket
 //! subscriptions, health and readiness.
 
+mod graphiql;
+
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLSubscription};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route_service("/graphql/ws", ws)
+        .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .layer(RequestBodyLimitLayer::new(8 * 1024 * 1024))
@@ -61,14 +63,7 @@ async fn graphql_get(
     request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
 ) -> Response {
     if wants_html(&headers) {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql/ws")
-                .title("bughive-gateway")
-                .finish(),
-        )
-        .into_response();
+        return graphiql::page().await.into_response();
     }
     match request {
         Ok(req) => run(state, headers, req.into_inner(), true).await,

@@ -131,6 +131,22 @@ async fn browsers_get_graphiql() {
     let body = r.text().await.expect("body");
     assert!(body.contains("graphiql"), "{body}");
     assert!(body.contains("/graphql/ws"));
+    assert!(
+        !body.contains("https://"),
+        "every asset must come from the gateway itself"
+    );
+    // Every asset the page references is served by the gateway.
+    for src in body.split('"').filter(|s| s.starts_with("/graphiql/")) {
+        let r = reqwest::get(format!("http://{addr}{src}"))
+            .await
+            .expect("asset");
+        assert_eq!(r.status(), 200, "{src}");
+        assert!(r.bytes().await.expect("body").len() > 1000, "{src}");
+    }
+    let r = reqwest::get(format!("http://{addr}/graphiql/nope.js"))
+        .await
+        .expect("asset");
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
