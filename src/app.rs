@@ -17,9 +17,9 @@ pub struct Database {
 }
 
 impl Database {
-    /// `DATABASE_URL` when set; otherwise the embedded cluster, created on first use. Either way
-    /// the migrations are applied.
-    pub async fn open() -> anyhow::Result<Self> {
+    /// `DATABASE_URL` when set; otherwise the embedded cluster, created on first use. Pending
+    /// migrations are applied when `migrate` is true.
+    pub async fn open(migrate: bool) -> anyhow::Result<Self> {
         let db = match database_url() {
             Some(url) => Database {
                 url,
@@ -35,11 +35,13 @@ impl Database {
                 }
             }
         };
-        let applied = run_migrations(&db.url)
-            .await
-            .context("applying migrations")?;
-        if applied > 0 {
-            tracing::info!(applied, "applied migrations");
+        if migrate {
+            let applied = run_migrations(&db.url)
+                .await
+                .context("applying migrations")?;
+            if applied > 0 {
+                tracing::info!(applied, "applied migrations");
+            }
         }
         Ok(db)
     }
@@ -68,7 +70,7 @@ pub const DEMO: crate::seed::SeedPlan = crate::seed::SeedPlan {
 
 pub async fn serve(listen: SocketAddr, demo_data: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    let database = Database::open().await?;
+    let database = Database::open(true).await?;
     let result = serve_on(&database, listen, demo_data, started).await;
     database.close();
     result

@@ -84,13 +84,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app::serve(listen, !args.no_demo_data).await
         }
         Command::Migrate { revert } => {
-            let database = Database::open().await?;
+            let database = Database::open(!revert).await?;
             let result = if revert {
                 revert_last_migration(&database.url)
                     .await
                     .map(|v| println!("reverted migration {v}"))
             } else {
-                println!("migrations are up to date");
+                println!("all migrations are applied");
                 Ok(())
             };
             database.close();
@@ -101,7 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pages_per_session,
             bugs_per_page,
         } => {
-            let database = Database::open().await?;
+            let database = Database::open(true).await?;
             let result = async {
                 let db = Db::new(build_pool(&DbConfig::from_env(database.url.clone())?)?);
                 let t = Instant::now();

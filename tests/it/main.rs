@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod cli;
 mod embedded;
 mod errors;
 mod http;
