@@ -6,10 +6,10 @@ use uuid::Uuid;
 
 use super::loaders::{BugCountKey, BugFilterKey, BugListKey, BugParent, BugStatsKey};
 use super::model::{BugCategory, BugPriority, BugRow, BugStatus};
-use super::repo;
+use super::repo::{self, BugChange, NewBug};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
-use crate::graphql::context::req;
+use crate::graphql::context::{detached, req};
 use crate::pages::graphql::{Page, load_page};
 use crate::sessions::graphql::{CrawlSession, load_session};
 
@@ -228,5 +228,190 @@ impl BugsQuery {
         let r = req(ctx)?;
         let mut conn = r.db.conn().await?;
         Ok(repo::by_id(&mut conn, id).await?.map(Bug))
+    }
+}
+
+/// Most bugs one `reportBugs` call accepts.
+pub const MAX_BUGS_PER_CALL: usize = 1_000;
+const MAX_TITLE_LEN: usize = 500;
+const MAX_TEXT_LEN: usize = 50_000;
+const MAX_STEPS: usize = 100;
+
+#[derive(InputObject)]
+pub struct BugInput {
+    /// A page of the same session, if the bug belongs to one page.
+    pub page_id: Option<Uuid>,
+    pub title: String,
+    pub description: Option<String>,
+    pub category: BugCategory,
+    pub priority: BugPriority,
+    pub steps_to_reproduce: Option<Vec<String>>,
+    /// An array of typed items; see the README for the shape.
+    pub evidence: Option<Json<serde_json::Value>>,
+    /// Between 0 and 1.
+    pub confidence: f64,
+    pub expected_behavior: Option<String>,
+    pub actual_behavior: Option<String>,
+    pub affected_users: Option<String>,
+}
+
+fn check_len(field: String, value: Option<&str>, max: usize) -> AppResult<()> {
+    match value {
+        Some(v) if v.chars().count() > max => Err(AppError::bad_field(
+            field,
+            format!("longer than {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_bug(i: usize, b: BugInput) -> AppResult<NewBug> {
+    let f = |name: &str| format!("bugs[{i}].{name}");
+    if b.title.trim().is_empty() {
+        return Err(AppError::bad_field(
+            f("title"),
+            format!("{} must not be empty", f("title")),
+        ));
+    }
+    check_len(f("title"), Some(&b.title), MAX_TITLE_LEN)?;
+    for (name, v) in [
+        ("description", &b.description),
+        ("expectedBehavior", &b.expected_behavior),
+        ("actualBehavior", &b.actual_behavior),
+        ("affectedUsers", &b.affected_users),
+    ] {
+        check_len(f(name), v.as_deref(), MAX_TEXT_LEN)?;
+    }
+    if !(0.0..=1.0).contains(&b.confidence) {
+        return Err(AppError::bad_field(
+            f("confidence"),
+            format!(
+                "{} must be between 0 and 1, got {}",
+                f("confidence"),
+                b.confidence
+            ),
+        ));
+    }
+    let steps = b.steps_to_reproduce.unwrap_or_default();
+    if steps.len() > MAX_STEPS {
+        return Err(AppError::bad_field(
+            f("stepsToReproduce"),
+            format!("at most {MAX_STEPS} steps"),
+        ));
+    }
+    for (j, s) in steps.iter().enumerate() {
+        check_len(
+            format!("bugs[{i}].stepsToReproduce[{j}]"),
+            Some(s),
+            MAX_TEXT_LEN,
+        )?;
+    }
+    let evidence =
+        super::evidence::validate(b.evidence.map(|j| j.0).unwrap_or_default(), &f("evidence"))
+            .map_err(|m| {
+                AppError::bad_field(m.split(' ').next().unwrap_or_default().to_owned(), m)
+            })?;
+    Ok(NewBug {
+        id: Uuid::now_v7(),
+        page_id: b.page_id,
+        title: b.title,
+        description: b.description.unwrap_or_default(),
+        category: b.category,
+        priority: b.priority,
+        steps_to_reproduce: serde_json::Value::from(steps),
+        evidence,
+        confidence: b.confidence,
+        expected_behavior: b.expected_behavior,
+        actual_behavior: b.actual_behavior,
+        affected_users: b.affected_users,
+    })
+}
+
+async fn move_bug(ctx: &Context<'_>, id: Uuid, change: BugChange) -> AppResult<Bug> {
+    let row = detached(ctx, move |db| async move {
+        let mut conn = db.conn().await?;
+        repo::transition(&mut conn, id, change).await
+    })
+    .await?;
+    Ok(Bug(row))
+}
+
+fn non_empty(field: &str, v: String) -> AppResult<String> {
+    if v.trim().is_empty() {
+        return Err(AppError::bad_field(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    check_len(field.to_owned(), Some(&v), MAX_TEXT_LEN)?;
+    Ok(v)
+}
+
+#[derive(Default)]
+pub struct BugsMutation;
+
+#[Object]
+impl BugsMutation {
+    /// Stores up to 1,000 bugs atomically: one invalid item and nothing is written. Only while
+    /// the session is PENDING or RUNNING.
+    async fn report_bugs(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        bugs: Vec<BugInput>,
+    ) -> async_graphql::Result<Vec<Bug>> {
+        if bugs.len() > MAX_BUGS_PER_CALL {
+            return Err(AppError::bad_field(
+                "bugs",
+                format!(
+                    "at most {MAX_BUGS_PER_CALL} bugs per call, got {}",
+                    bugs.len()
+                ),
+            )
+            .into());
+        }
+        let items = bugs
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| validate_bug(i, b))
+            .collect::<AppResult<Vec<_>>>()?;
+        let rows = detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::report(&mut conn, session_id, items).await
+        })
+        .await?;
+        Ok(rows.into_iter().map(Bug).collect())
+    }
+
+    /// DETECTED → VALIDATED.
+    async fn validate_bug(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bug> {
+        Ok(move_bug(ctx, id, BugChange::Validate).await?)
+    }
+
+    /// VALIDATED → REPORTED, recording the tracker issue.
+    async fn mark_bug_reported(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        linear_issue_id: String,
+    ) -> async_graphql::Result<Bug> {
+        let linear_issue_id = non_empty("linearIssueId", linear_issue_id)?;
+        Ok(move_bug(ctx, id, BugChange::MarkReported { linear_issue_id }).await?)
+    }
+
+    /// DETECTED, VALIDATED or REPORTED → DISMISSED, with a reason.
+    async fn dismiss_bug(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        reason: String,
+    ) -> async_graphql::Result<Bug> {
+        let reason = non_empty("reason", reason)?;
+        Ok(move_bug(ctx, id, BugChange::Dismiss { reason }).await?)
+    }
+
+    /// DISMISSED → DETECTED; the dismissal reason is cleared.
+    async fn reopen_bug(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Bug> {
+        Ok(move_bug(ctx, id, BugChange::Reopen).await?)
     }
 }

@@ -1,5 +1,6 @@
 //! Bugs found on pages: evidence, confidence, lifecycle, and per-session statistics.
 
+pub mod evidence;
 pub mod graphql;
 pub mod loaders;
 pub mod model;

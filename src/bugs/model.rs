@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::bugs;
 use crate::graphql::connection::{Cursor, Keyed};
 
@@ -72,3 +73,16 @@ pub struct BugStats {
     pub by_category: Vec<(BugCategory, i64)>,
     pub by_status: Vec<(BugStatus, i64)>,
 }
+
+/// Bug lifecycle (API.md): validate, mark reported, dismiss, reopen.
+pub const BUG_LIFECYCLE: Lifecycle<BugStatus> = Lifecycle {
+    entity: "bug",
+    moves: &[
+        (BugStatus::Detected, BugStatus::Validated),
+        (BugStatus::Validated, BugStatus::Reported),
+        (BugStatus::Detected, BugStatus::Dismissed),
+        (BugStatus::Validated, BugStatus::Dismissed),
+        (BugStatus::Reported, BugStatus::Dismissed),
+        (BugStatus::Dismissed, BugStatus::Detected),
+    ],
+};

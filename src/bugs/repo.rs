@@ -8,11 +8,11 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::loaders::{BugFilterKey, BugParent};
-use super::model::{BugCategory, BugPriority, BugRow, BugStats, BugStatus};
+use super::model::{BUG_LIFECYCLE, BugCategory, BugPriority, BugRow, BugStats, BugStatus};
 use crate::db::Conn;
 use crate::db::schema::bugs::dsl as b;
 use crate::db::sql::{Bind, Sql};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
 
 #[derive(QueryableByName)]
@@ -214,4 +214,164 @@ pub async fn insert_many(conn: &mut Conn, rows: &[BugRow]) -> AppResult<usize> {
         .on_conflict_do_nothing()
         .execute(conn)
         .await?)
+}
+
+/// A validated `BugInput`.
+#[derive(Debug, Clone)]
+pub struct NewBug {
+    pub id: Uuid,
+    pub page_id: Option<Uuid>,
+    pub title: String,
+    pub description: String,
+    pub category: BugCategory,
+    pub priority: BugPriority,
+    pub steps_to_reproduce: serde_json::Value,
+    pub evidence: serde_json::Value,
+    pub confidence: f64,
+    pub expected_behavior: Option<String>,
+    pub actual_behavior: Option<String>,
+    pub affected_users: Option<String>,
+}
+
+/// Stores a batch of bugs atomically: all or nothing, `bugs_found` incremented by the batch
+/// size in the same transaction. Every `pageId` must be a page of the session.
+pub async fn report(
+    conn: &mut Conn,
+    session_id: Uuid,
+    bugs: Vec<NewBug>,
+) -> AppResult<Vec<BugRow>> {
+    use diesel_async::AsyncConnection;
+    conn.transaction::<Vec<BugRow>, AppError, _>(async move |c| {
+        crate::pages::repo::lock_ingesting_session(c, session_id, "reportBugs").await?;
+        let page_ids: Vec<Uuid> = bugs.iter().filter_map(|b| b.page_id).collect();
+        if !page_ids.is_empty() {
+            #[derive(QueryableByName)]
+            struct Id {
+                #[diesel(sql_type = SqlUuid)]
+                id: Uuid,
+            }
+            let mut q = Sql::new("SELECT id FROM pages WHERE session_id = ");
+            q.bind(Bind::Uuid(session_id)).push(" AND id = ANY(").bind(Bind::Uuids(page_ids)).push(")");
+            let found: std::collections::HashSet<Uuid> = q.load::<Id>(c).await?.into_iter().map(|r| r.id).collect();
+            if let Some((i, b)) = bugs.iter().enumerate().find(|(_, b)| b.page_id.is_some_and(|p| !found.contains(&p))) {
+                return Err(AppError::bad_field(
+                    format!("bugs[{i}].pageId"),
+                    format!("page {} is not a page of session {session_id}", b.page_id.unwrap_or_default()),
+                ));
+            }
+        }
+        if bugs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order: HashMap<Uuid, usize> = bugs.iter().enumerate().map(|(i, b)| (b.id, i)).collect();
+        let n = bugs.len() as i32;
+        let mut cols = (
+            Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(),
+            Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(),
+        );
+        for b in bugs {
+            cols.0.push(b.id);
+            cols.1.push(b.page_id);
+            cols.2.push(b.title);
+            cols.3.push(b.description);
+            cols.4.push(b.category.as_db().to_owned());
+            cols.5.push(b.priority.as_db().to_owned());
+            cols.6.push(b.steps_to_reproduce);
+            cols.7.push(b.evidence);
+            cols.8.push(b.confidence);
+            cols.9.push(b.expected_behavior);
+            cols.10.push(b.actual_behavior);
+            cols.11.push(b.affected_users);
+        }
+        let mut q = Sql::new(
+            "INSERT INTO bugs (id, session_id, page_id, title, description, category, priority, \
+             steps_to_reproduce, evidence, confidence, expected_behavior, actual_behavior, affected_users) \
+             SELECT u.id, ",
+        );
+        q.bind(Bind::Uuid(session_id))
+            .push(", u.page_id, u.title, u.description, u.category, u.priority, u.steps, u.evidence, u.confidence, u.expected, u.actual, u.affected FROM unnest(")
+            .bind(Bind::Uuids(cols.0))
+            .push("::uuid[], ")
+            .bind(Bind::NullableUuids(cols.1))
+            .push("::uuid[], ")
+            .bind(Bind::Texts(cols.2))
+            .push("::text[], ")
+            .bind(Bind::Texts(cols.3))
+            .push("::text[], ")
+            .bind(Bind::Texts(cols.4))
+            .push("::text[], ")
+            .bind(Bind::Texts(cols.5))
+            .push("::text[], ")
+            .bind(Bind::Jsons(cols.6))
+            .push("::jsonb[], ")
+            .bind(Bind::Jsons(cols.7))
+            .push("::jsonb[], ")
+            .bind(Bind::Floats(cols.8))
+            .push("::float8[], ")
+            .bind(Bind::NullableTexts(cols.9))
+            .push("::text[], ")
+            .bind(Bind::NullableTexts(cols.10))
+            .push("::text[], ")
+            .bind(Bind::NullableTexts(cols.11))
+            .push("::text[]) AS u(id, page_id, title, description, category, priority, steps, evidence, confidence, expected, actual, affected) RETURNING *");
+        let mut rows: Vec<BugRow> = q.load(c).await?;
+        let mut q = Sql::new("UPDATE crawl_sessions SET bugs_found = bugs_found + ");
+        q.bind(Bind::Int(n)).push(" WHERE id = ").bind(Bind::Uuid(session_id));
+        q.execute(c).await?;
+        rows.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+        Ok(rows)
+    })
+    .await
+}
+
+pub async fn current_status(conn: &mut Conn, id: Uuid) -> AppResult<Option<BugStatus>> {
+    Ok(b::bugs
+        .find(id)
+        .select(b::status)
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// What a bug transition writes besides the status.
+pub enum BugChange {
+    Validate,
+    MarkReported { linear_issue_id: String },
+    Dismiss { reason: String },
+    Reopen,
+}
+
+/// Moves a bug along its lifecycle in one conditional statement.
+pub async fn transition(conn: &mut Conn, id: Uuid, change: BugChange) -> AppResult<BugRow> {
+    let to = match change {
+        BugChange::Validate => BugStatus::Validated,
+        BugChange::MarkReported { .. } => BugStatus::Reported,
+        BugChange::Dismiss { .. } => BugStatus::Dismissed,
+        BugChange::Reopen => BugStatus::Detected,
+    };
+    let mut q = Sql::new("UPDATE bugs SET status = ");
+    q.bind(Bind::Text(to.as_db().into()));
+    match change {
+        BugChange::Validate => {}
+        BugChange::MarkReported { linear_issue_id } => {
+            q.push(", linear_issue_id = ")
+                .bind(Bind::Text(linear_issue_id));
+        }
+        BugChange::Dismiss { reason } => {
+            q.push(", dismiss_reason = ").bind(Bind::Text(reason));
+        }
+        BugChange::Reopen => {
+            q.push(", dismiss_reason = NULL");
+        }
+    }
+    q.push(" WHERE id = ")
+        .bind(Bind::Uuid(id))
+        .push(" AND status = ANY(")
+        .bind(Bind::Texts(BUG_LIFECYCLE.allowed_from(to)))
+        .push(") RETURNING *");
+    let row: Option<BugRow> = q.get_result(conn).await.optional()?;
+    match row {
+        Some(row) => Ok(row),
+        None => Err(BUG_LIFECYCLE.rejection(id, current_status(conn, id).await?, to)),
+    }
 }

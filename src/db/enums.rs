@@ -1,5 +1,13 @@
 //! Lower-case text enums guarded by CHECK constraints in PostgreSQL, exposed as GraphQL enums.
 
+/// What generic code (lifecycles, filters) needs to know of a stored enum.
+pub trait DbEnum: Copy + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// The value stored in PostgreSQL.
+    fn db_name(self) -> &'static str;
+    /// The GraphQL spelling, as clients see it in errors.
+    fn graphql_name(self) -> String;
+}
+
 /// Declares an enum stored as lower-case `text` and exposed as a SCREAMING_CASE GraphQL enum.
 /// Hand-written `ToSql`/`FromSql` on `Text` avoid custom PostgreSQL types and their OID lookups.
 macro_rules! db_enum {
@@ -26,7 +34,16 @@ macro_rules! db_enum {
 
             /// The GraphQL spelling, used in error extensions.
             pub fn as_graphql(self) -> String {
-                async_graphql::Value::from(async_graphql::InputType::to_value(&self)).to_string()
+                async_graphql::InputType::to_value(&self).to_string()
+            }
+        }
+
+        impl $crate::db::enums::DbEnum for $name {
+            fn db_name(self) -> &'static str {
+                self.as_db()
+            }
+            fn graphql_name(self) -> String {
+                self.as_graphql()
             }
         }
 

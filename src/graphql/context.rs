@@ -60,3 +60,15 @@ pub fn group_by<K: Copy, G: PartialEq>(keys: &[K], sig: impl Fn(&K) -> G) -> Vec
     }
     groups
 }
+
+/// Runs a write path on its own task with the request's database handle, so a client that
+/// disconnects cannot cancel it halfway (see [`crate::db::run_detached`]).
+pub async fn detached<T, F, Fut>(ctx: &Context<'_>, f: F) -> AppResult<T>
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: std::future::Future<Output = AppResult<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let db = req(ctx)?.db.clone();
+    crate::db::run_detached(f(db)).await
+}

@@ -10,23 +10,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
-use crate::bugs::graphql::BugsQuery;
+use crate::bugs::graphql::{BugsMutation, BugsQuery};
 use crate::db::{Db, QueryStats};
-use crate::pages::graphql::PagesQuery;
-use crate::sessions::graphql::SessionsQuery;
+use crate::pages::graphql::{PagesMutation, PagesQuery};
+use crate::sessions::graphql::{SessionsMutation, SessionsQuery};
 use context::RequestCtx;
 
 #[derive(MergedObject, Default)]
 pub struct Query(SessionsQuery, PagesQuery, BugsQuery);
 
-pub type AppSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+#[derive(MergedObject, Default)]
+pub struct Mutation(SessionsMutation, PagesMutation, BugsMutation);
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
 pub fn build_schema() -> AppSchema {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription).finish()
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription).finish()
 }
 
 /// The SDL that `schema.graphql` must equal.

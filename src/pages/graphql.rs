@@ -1,4 +1,4 @@
-use async_graphql::{Context, Json, Object};
+use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -6,11 +6,13 @@ use uuid::Uuid;
 
 use super::loaders::{PageCountKey, PageFilter, PageId, PageListKey, PageParent};
 use super::model::{PageRow, PageStatus};
+use super::repo::{self, NewPage};
+use super::url::normalize_url;
 use crate::bugs::graphql::{Bug, BugFilter, bugs_connection};
 use crate::bugs::loaders::BugParent;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
-use crate::graphql::context::req;
+use crate::graphql::context::{detached, req};
 use crate::sessions::graphql::{CrawlSession, load_session};
 
 /// One URL of a crawl, with its analysis and the bugs found on it.
@@ -138,5 +140,119 @@ impl PagesQuery {
     /// One page by id; null when it does not exist.
     async fn page(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Page>> {
         Ok(load_page(ctx, id).await?)
+    }
+}
+
+/// Most pages one `recordPages` call accepts.
+pub const MAX_PAGES_PER_CALL: usize = 5_000;
+const MAX_TITLE_LEN: usize = 1_000;
+
+#[derive(InputObject)]
+pub struct PageInput {
+    pub url: String,
+    pub title: Option<String>,
+    pub depth: i32,
+    /// URL of the page this one was found on: in the same batch or already recorded.
+    pub parent_url: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct RecordPagesPayload {
+    /// Pages newly stored by this call.
+    pub inserted: i32,
+    /// Inputs that named a URL already stored or repeated in the batch.
+    pub duplicates: i32,
+    /// One page per distinct input URL, in input order, new or not.
+    pub pages: Vec<Page>,
+}
+
+fn validate_pages(pages: Vec<PageInput>) -> AppResult<Vec<NewPage>> {
+    if pages.len() > MAX_PAGES_PER_CALL {
+        return Err(AppError::bad_field(
+            "pages",
+            format!(
+                "at most {MAX_PAGES_PER_CALL} pages per call, got {}",
+                pages.len()
+            ),
+        ));
+    }
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let url = normalize_url(&p.url)
+                .map_err(|m| AppError::bad_field(format!("pages[{i}].url"), m))?;
+            let parent_url = p
+                .parent_url
+                .as_deref()
+                .map(normalize_url)
+                .transpose()
+                .map_err(|m| AppError::bad_field(format!("pages[{i}].parentUrl"), m))?;
+            if p.depth < 0 {
+                return Err(AppError::bad_field(
+                    format!("pages[{i}].depth"),
+                    "depth must not be negative",
+                ));
+            }
+            if p.title
+                .as_ref()
+                .is_some_and(|t| t.chars().count() > MAX_TITLE_LEN)
+            {
+                return Err(AppError::bad_field(
+                    format!("pages[{i}].title"),
+                    format!("title is longer than {MAX_TITLE_LEN} characters"),
+                ));
+            }
+            Ok(NewPage {
+                url,
+                title: p.title,
+                depth: p.depth,
+                parent_url,
+            })
+        })
+        .collect()
+}
+
+#[derive(Default)]
+pub struct PagesMutation;
+
+#[Object]
+impl PagesMutation {
+    /// Records up to 5,000 discovered pages atomically; idempotent on (session, normalized URL).
+    /// Only while the session is PENDING or RUNNING.
+    async fn record_pages(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+        pages: Vec<PageInput>,
+    ) -> async_graphql::Result<RecordPagesPayload> {
+        let items = validate_pages(pages)?;
+        let rec = detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::record(&mut conn, session_id, items).await
+        })
+        .await?;
+        Ok(RecordPagesPayload {
+            inserted: rec.inserted as i32,
+            duplicates: rec.duplicates as i32,
+            pages: rec.pages.into_iter().map(Page).collect(),
+        })
+    }
+
+    /// Moves a page along its lifecycle; ANALYZED and FAILED stamp `crawledAt`.
+    async fn set_page_status(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        status: PageStatus,
+        analysis_result: Option<Json<serde_json::Value>>,
+    ) -> async_graphql::Result<Page> {
+        let ar = analysis_result.map(|j| j.0).filter(|v| !v.is_null());
+        let row = detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::set_status(&mut conn, id, status, ar).await
+        })
+        .await?;
+        Ok(Page(row))
     }
 }

@@ -4,3 +4,4 @@ pub mod graphql;
 pub mod loaders;
 pub mod model;
 pub mod repo;
+pub mod url;

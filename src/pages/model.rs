@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::pages;
 use crate::graphql::connection::{Cursor, Keyed};
 
@@ -36,5 +37,23 @@ impl Keyed for PageRow {
             created_at: self.created_at,
             id: self.id,
         }
+    }
+}
+
+/// Page lifecycle (API.md).
+pub const PAGE_LIFECYCLE: Lifecycle<PageStatus> = Lifecycle {
+    entity: "page",
+    moves: &[
+        (PageStatus::Discovered, PageStatus::Crawling),
+        (PageStatus::Crawling, PageStatus::Analyzed),
+        (PageStatus::Crawling, PageStatus::Failed),
+        (PageStatus::Discovered, PageStatus::Skipped),
+    ],
+};
+
+impl PageStatus {
+    /// Whether a page in this status counts towards `pages_crawled`.
+    pub fn is_crawled(self) -> bool {
+        matches!(self, PageStatus::Analyzed | PageStatus::Failed)
     }
 }

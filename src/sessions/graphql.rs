@@ -1,4 +1,5 @@
-use async_graphql::{Context, Json, Object};
+use async_graphql::{Context, InputObject, Json, Object};
+use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -9,13 +10,14 @@ use super::model::{SessionFilter, SessionRow, SessionStatus};
 use super::repo;
 use crate::bugs::graphql::{Bug, BugFilter, SessionStatistics, bugs_connection};
 use crate::bugs::loaders::BugParent;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Keyed, Window};
-use crate::graphql::context::req;
+use crate::graphql::context::{detached, req};
 use crate::graphql::scalars::Decimal;
 use crate::pages::graphql::{Page, pages_connection};
 use crate::pages::loaders::{PageFilter, PageParent};
 use crate::pages::model::PageStatus;
+use crate::pages::url::normalize_url;
 
 /// A crawl of one site: its counters, cost and lifecycle, and the pages and bugs it found.
 #[derive(Clone)]
@@ -156,5 +158,131 @@ impl SessionsQuery {
             &window,
             Box::new(SessionCount(filter)),
         ))
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateSessionInput {
+    /// Absolute http(s) URL; normalized like every stored URL (see the README).
+    pub base_url: String,
+    /// Crawl settings; must be a JSON object. Defaults to `{}`.
+    pub config: Option<Json<serde_json::Value>>,
+}
+
+/// Validates an `addSessionCost` amount: exact, non-negative, at most 4 decimals.
+fn validate_amount(amount: &BigDecimal) -> AppResult<()> {
+    if amount < &BigDecimal::from(0) {
+        return Err(AppError::bad_field("amount", "amount must not be negative"));
+    }
+    if amount.with_scale(4) != *amount {
+        return Err(AppError::bad_field(
+            "amount",
+            "amount has more than 4 decimals",
+        ));
+    }
+    if amount > &repo::max_cost() {
+        return Err(AppError::bad_field("amount", "amount exceeds 999999.9999"));
+    }
+    Ok(())
+}
+
+async fn move_session(
+    ctx: &Context<'_>,
+    id: Uuid,
+    to: SessionStatus,
+    error: Option<String>,
+) -> AppResult<CrawlSession> {
+    let row = detached(ctx, move |db| async move {
+        let mut conn = db.conn().await?;
+        repo::transition(&mut conn, id, to, error).await
+    })
+    .await?;
+    Ok(CrawlSession(row))
+}
+
+#[derive(Default)]
+pub struct SessionsMutation;
+
+#[Object]
+impl SessionsMutation {
+    /// Creates a PENDING session.
+    async fn create_session(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSessionInput,
+    ) -> async_graphql::Result<CrawlSession> {
+        let base_url =
+            normalize_url(&input.base_url).map_err(|m| AppError::bad_field("input.baseUrl", m))?;
+        let config = match input.config.map(|j| j.0) {
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(v @ serde_json::Value::Object(_)) => v,
+            Some(_) => {
+                return Err(
+                    AppError::bad_field("input.config", "config must be a JSON object").into(),
+                );
+            }
+        };
+        let row = detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::create(&mut conn, base_url, config).await
+        })
+        .await?;
+        Ok(CrawlSession(row))
+    }
+
+    /// PENDING → RUNNING; sets `startedAt`.
+    async fn start_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<CrawlSession> {
+        Ok(move_session(ctx, id, SessionStatus::Running, None).await?)
+    }
+
+    /// RUNNING → COMPLETED; sets `completedAt`.
+    async fn complete_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<CrawlSession> {
+        Ok(move_session(ctx, id, SessionStatus::Completed, None).await?)
+    }
+
+    /// RUNNING → FAILED; stores the error and sets `completedAt`.
+    async fn fail_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        error: String,
+    ) -> async_graphql::Result<CrawlSession> {
+        if error.trim().is_empty() {
+            return Err(AppError::bad_field("error", "error must not be empty").into());
+        }
+        Ok(move_session(ctx, id, SessionStatus::Failed, Some(error)).await?)
+    }
+
+    /// PENDING or RUNNING → CANCELLED; sets `completedAt`.
+    async fn cancel_session(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<CrawlSession> {
+        Ok(move_session(ctx, id, SessionStatus::Cancelled, None).await?)
+    }
+
+    /// Adds an exact amount (at most 4 decimals, not negative) to `totalCost`.
+    async fn add_session_cost(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        amount: Decimal,
+    ) -> async_graphql::Result<CrawlSession> {
+        validate_amount(&amount.0)?;
+        let row = detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::add_cost(&mut conn, id, amount.0).await
+        })
+        .await?;
+        Ok(CrawlSession(row))
     }
 }

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::crawl_sessions;
 use crate::graphql::connection::{Cursor, Keyed};
 
@@ -48,3 +49,18 @@ pub struct SessionFilter {
     pub status: Option<SessionStatus>,
     pub base_url: Option<String>,
 }
+
+/// Session lifecycle (API.md): start, complete, fail, cancel.
+pub const SESSION_LIFECYCLE: Lifecycle<SessionStatus> = Lifecycle {
+    entity: "session",
+    moves: &[
+        (SessionStatus::Pending, SessionStatus::Running),
+        (SessionStatus::Running, SessionStatus::Completed),
+        (SessionStatus::Running, SessionStatus::Failed),
+        (SessionStatus::Pending, SessionStatus::Cancelled),
+        (SessionStatus::Running, SessionStatus::Cancelled),
+    ],
+};
+
+/// Statuses in which workers may still add pages and bugs to a session.
+pub const INGESTING: &[SessionStatus] = &[SessionStatus::Pending, SessionStatus::Running];

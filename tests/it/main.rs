@@ -7,5 +7,6 @@ mod embedded;
 mod errors;
 mod http;
 mod migrations;
+mod mutations;
 mod reads;
 mod schema_files;

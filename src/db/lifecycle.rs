@@ -1,0 +1,132 @@
+//! Lifecycles as data: each entity's allowed moves are one table, and every transition is a
+//! single conditional `UPDATE … WHERE id = $id AND status = ANY($allowed_from)`.
+
+use uuid::Uuid;
+
+use super::enums::DbEnum;
+use crate::error::AppError;
+
+/// The allowed `(from, to)` moves of one entity.
+pub struct Lifecycle<S: 'static> {
+    pub entity: &'static str,
+    pub moves: &'static [(S, S)],
+}
+
+impl<S: DbEnum> Lifecycle<S> {
+    pub fn can_move(&self, from: S, to: S) -> bool {
+        self.moves.iter().any(|&(f, t)| f == from && t == to)
+    }
+
+    /// Statuses from which `to` may be reached, as stored in the database.
+    pub fn allowed_from(&self, to: S) -> Vec<String> {
+        self.moves
+            .iter()
+            .filter(|(_, t)| *t == to)
+            .map(|(f, _)| f.db_name().to_owned())
+            .collect()
+    }
+
+    /// The error for a conditional update that matched no row: the entity is missing, or its
+    /// current status does not allow the move.
+    pub fn rejection(&self, id: Uuid, current: Option<S>, to: S) -> AppError {
+        match current {
+            None => AppError::NotFound {
+                entity: self.entity,
+                id: id.to_string(),
+            },
+            Some(from) => AppError::InvalidTransition {
+                entity: self.entity,
+                from: from.graphql_name(),
+                to: to.graphql_name(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bugs::model::{BUG_LIFECYCLE, BugStatus as B};
+    use crate::pages::model::{PAGE_LIFECYCLE, PageStatus as P};
+    use crate::sessions::model::{SESSION_LIFECYCLE, SessionStatus as S};
+
+    /// Every (from, to) pair of every entity, against the tables of API.md written out again.
+    #[test]
+    fn every_pair_follows_the_contract() {
+        let session_ok = [
+            (S::Pending, S::Running),
+            (S::Running, S::Completed),
+            (S::Running, S::Failed),
+            (S::Pending, S::Cancelled),
+            (S::Running, S::Cancelled),
+        ];
+        for &from in S::ALL {
+            for &to in S::ALL {
+                assert_eq!(
+                    SESSION_LIFECYCLE.can_move(from, to),
+                    session_ok.contains(&(from, to)),
+                    "session {from:?} -> {to:?}"
+                );
+            }
+        }
+        let page_ok = [
+            (P::Discovered, P::Crawling),
+            (P::Crawling, P::Analyzed),
+            (P::Crawling, P::Failed),
+            (P::Discovered, P::Skipped),
+        ];
+        for &from in P::ALL {
+            for &to in P::ALL {
+                assert_eq!(
+                    PAGE_LIFECYCLE.can_move(from, to),
+                    page_ok.contains(&(from, to)),
+                    "page {from:?} -> {to:?}"
+                );
+            }
+        }
+        let bug_ok = [
+            (B::Detected, B::Validated),
+            (B::Validated, B::Reported),
+            (B::Detected, B::Dismissed),
+            (B::Validated, B::Dismissed),
+            (B::Reported, B::Dismissed),
+            (B::Dismissed, B::Detected),
+        ];
+        for &from in B::ALL {
+            for &to in B::ALL {
+                assert_eq!(
+                    BUG_LIFECYCLE.can_move(from, to),
+                    bug_ok.contains(&(from, to)),
+                    "bug {from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn allowed_from_lists_database_values() {
+        assert_eq!(
+            SESSION_LIFECYCLE.allowed_from(S::Cancelled),
+            vec!["pending", "running"]
+        );
+        assert_eq!(
+            BUG_LIFECYCLE.allowed_from(B::Dismissed),
+            vec!["detected", "validated", "reported"]
+        );
+        assert!(PAGE_LIFECYCLE.allowed_from(P::Discovered).is_empty());
+    }
+
+    #[test]
+    fn rejections_name_the_current_status() {
+        let id = uuid::Uuid::nil();
+        assert_eq!(
+            SESSION_LIFECYCLE.rejection(id, None, S::Running).code(),
+            "NOT_FOUND"
+        );
+        match BUG_LIFECYCLE.rejection(id, Some(B::Validated), B::Validated) {
+            crate::error::AppError::InvalidTransition { from, to, .. } => {
+                assert_eq!((from.as_str(), to.as_str()), ("VALIDATED", "VALIDATED"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
