@@ -78,6 +78,12 @@ impl AppError {
         match self {
             AppError::NotFound { entity, id } => format!("{entity} {id} not found"),
             AppError::BadUserInput { message, .. } => message.clone(),
+            // `to` is a status (`COMPLETED`) or, for ingestion, the refused action (`recordPages`).
+            AppError::InvalidTransition { entity, from, to }
+                if to.chars().any(char::is_lowercase) =>
+            {
+                format!("{to} is not allowed while the {entity} is {from}")
+            }
             AppError::InvalidTransition { entity, from, to } => {
                 format!("cannot move {entity} from {from} to {to}")
             }

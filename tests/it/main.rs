@@ -2,11 +2,13 @@
 
 mod harness;
 
+mod atomicity;
 mod cli;
 mod embedded;
 mod errors;
 mod http;
 mod migrations;
 mod mutations;
+mod races;
 mod reads;
 mod schema_files;
