@@ -56,10 +56,11 @@ CREATE TABLE pages (
 
 CREATE INDEX idx_page_session_status ON pages (session_id, status);
 CREATE INDEX idx_page_session_depth ON pages (session_id, depth);
-CREATE INDEX idx_page_parent ON pages (parent_page_id);
--- Per-session and per-parent keyset pagination (LATERAL ... ORDER BY created_at, id LIMIT n).
+-- Per-session keyset pagination (LATERAL ... ORDER BY created_at, id LIMIT n).
 CREATE INDEX idx_page_session_created_id ON pages (session_id, created_at, id);
-CREATE INDEX idx_page_parent_created_id ON pages (parent_page_id, created_at, id)
+-- The parent_page_id index: serves the foreign key (ON DELETE SET NULL) and paginates
+-- `children` in the same order. Entry pages (no parent) are left out, which keeps it small.
+CREATE INDEX idx_page_parent ON pages (parent_page_id, created_at, id)
     WHERE parent_page_id IS NOT NULL;
 
 CREATE TRIGGER pages_touch_updated_at BEFORE UPDATE ON pages
