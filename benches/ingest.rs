@@ -64,10 +64,7 @@ async fn main() {
     let url = pg.url("bench");
     run_migrations(&url).await.expect("migrate");
     let db = Db::new(build_pool(&DbConfig::from_env(url).expect("config")).expect("pool"));
-    let app = router(AppState {
-        schema: bughive_gateway::graphql::build_schema(),
-        db,
-    });
+    let app = router(AppState::new(bughive_gateway::graphql::build_schema(), db));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

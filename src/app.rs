@@ -66,6 +66,7 @@ pub const DEMO: crate::seed::SeedPlan = crate::seed::SeedPlan {
     sessions: 12,
     pages_per_session: 25,
     bugs_per_page: 2,
+    vary_bugs: false,
 };
 
 pub async fn serve(listen: SocketAddr, demo_data: bool) -> anyhow::Result<()> {
@@ -89,10 +90,7 @@ async fn serve_on(
         tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
     }
     let schema = crate::graphql::build_schema();
-    let app = router(AppState {
-        schema,
-        db: db.clone(),
-    });
+    let app = router(AppState::new(schema, db.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -18,6 +18,20 @@ pub struct SeedPlan {
     pub sessions: usize,
     pub pages_per_session: usize,
     pub bugs_per_page: usize,
+    /// When set, page `j` of session `i` gets a deterministic 0..=`bugs_per_page` bugs instead of
+    /// exactly `bugs_per_page` (the load benchmark's 0–6 bugs per page).
+    pub vary_bugs: bool,
+}
+
+impl SeedPlan {
+    /// How many bugs page `j` of session `i` gets.
+    pub fn bugs_on(&self, i: usize, j: usize) -> usize {
+        if self.vary_bugs {
+            (i * 7 + j * 13 + 3) % (self.bugs_per_page + 1)
+        } else {
+            self.bugs_per_page
+        }
+    }
 }
 
 const NS: Uuid = Uuid::from_u128(0x6275_6768_6976_6500_0000_0000_0000_0001);
@@ -56,6 +70,7 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
         ][i % 6];
         let mut depths: Vec<i32> = Vec::with_capacity(plan.pages_per_session);
         let mut crawled = 0;
+        let mut found = 0;
         for j in 0..plan.pages_per_session {
             let (parent, depth) = if j == 0 {
                 (None, 0)
@@ -100,7 +115,8 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
                 created_at: page_created,
                 updated_at: page_created,
             });
-            for k in 0..plan.bugs_per_page {
+            found += plan.bugs_on(i, j);
+            for k in 0..plan.bugs_on(i, j) {
                 let bug_created = page_created + Duration::milliseconds(k as i64 + 1);
                 bugs.push(BugRow {
                     id: id("bug", &[i, j, k]),
@@ -137,7 +153,7 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
             config: serde_json::json!({ "maxPages": plan.pages_per_session, "maxDepth": 5 }),
             pages_discovered: plan.pages_per_session as i32,
             pages_crawled: crawled,
-            bugs_found: (plan.pages_per_session * plan.bugs_per_page) as i32,
+            bugs_found: found as i32,
             total_cost: BigDecimal::from((i % 17) as i64 * 125) / BigDecimal::from(10_000),
             error_message: (status == SessionStatus::Failed).then(|| "browser crashed".into()),
             created_at: created,

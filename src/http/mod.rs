@@ -3,6 +3,7 @@
 
 mod graphiql;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql_axum::{GraphQLRequest, GraphQLSubscription};
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -26,6 +28,29 @@ pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
 pub struct AppState {
     pub schema: AppSchema,
     pub db: Db,
+    /// Bounds how many GraphQL operations execute at once (`GRAPHQL_MAX_CONCURRENT`).
+    limiter: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(schema: AppSchema, db: Db) -> Self {
+        AppState {
+            schema,
+            db,
+            limiter: Arc::new(Semaphore::new(max_concurrent())),
+        }
+    }
+}
+
+/// Operations executing at once; the rest wait in FIFO order. On a small machine, running 32
+/// large queries side by side buys no throughput (the CPU is the limit) but multiplies the
+/// memory held by half-built responses, so the default is a few per core.
+fn max_concurrent() -> usize {
+    std::env::var("GRAPHQL_MAX_CONCURRENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() * 2))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -103,6 +128,7 @@ async fn run(
         )
             .into_response();
     }
+    let permit = state.limiter.clone().acquire_owned().await;
     let (response, stats) = execute(&state.schema, &state.db, request).await;
     // GraphQL-over-HTTP: a request that never executed (no data) is a 4xx with the new media type.
     let status =
@@ -118,6 +144,8 @@ async fn run(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
+    drop(response);
+    drop(permit);
     let content_type = if legacy {
         "application/json"
     } else {

@@ -12,10 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::harness::TestDb;
 
 async fn serve(t: &TestDb) -> SocketAddr {
-    let app = router(AppState {
-        schema: t.schema.clone(),
-        db: t.db.clone(),
-    });
+    let app = router(AppState::new(t.schema.clone(), t.db.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -33,6 +30,7 @@ async fn graphql_over_post_and_get_with_content_negotiation() {
             sessions: 3,
             pages_per_session: 2,
             bugs_per_page: 1,
+            vary_bugs: false,
         },
         false,
     )
@@ -189,10 +187,10 @@ async fn health_and_readiness() {
         statement_timeout_ms: 1000,
     })
     .expect("pool");
-    let app = router(AppState {
-        schema: t.schema.clone(),
-        db: bughive_gateway::db::Db::new(pool),
-    });
+    let app = router(AppState::new(
+        t.schema.clone(),
+        bughive_gateway::db::Db::new(pool),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -3,6 +3,7 @@
 mod harness;
 
 mod atomicity;
+mod bench;
 mod cli;
 mod embedded;
 mod errors;

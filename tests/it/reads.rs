@@ -15,6 +15,7 @@ async fn seeded(sessions: usize, pages: usize, bugs: usize) -> (TestDb, SeedPlan
         sessions,
         pages_per_session: pages,
         bugs_per_page: bugs,
+        vary_bugs: false,
     };
     seed::run(&t.db, plan, false).await.expect("seed");
     (t, plan)

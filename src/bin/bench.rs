@@ -1,0 +1,765 @@
+//! The load benchmark: one command that starts its own PostgreSQL, seeds a fixed dataset, starts
+//! the gateway as a separate release process, drives it at a fixed concurrency and compares it
+//! with the raw SQL it issues.
+//!
+//!     cargo run --release --bin bench                 # full run (about two minutes)
+//!     cargo run --release --bin bench -- --quick      # a few seconds, no targets
+//!
+//! Options: --duration SECS (measured time per workload, default 20), --warmup SECS (default 5),
+//! --concurrency N (default 32), --gateway PATH (default: the bughive-gateway binary next to this
+//! one), --keep (leave the data directory).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
+use bughive_gateway::db::run_migrations;
+use bughive_gateway::seed::{self, SeedPlan};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+struct Opts {
+    quick: bool,
+    duration: Duration,
+    warmup: Duration,
+    concurrency: usize,
+    gateway: PathBuf,
+    keep: bool,
+}
+
+fn parse_opts() -> anyhow::Result<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let secs = |name: &str, full: f64, q: f64| -> anyhow::Result<Duration> {
+        let v = match value(name) {
+            Some(v) => v.parse::<f64>().with_context(|| format!("{name} {v}"))?,
+            None if quick => q,
+            None => full,
+        };
+        Ok(Duration::from_secs_f64(v))
+    };
+    let gateway = match value("--gateway") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?.with_file_name("bughive-gateway"),
+    };
+    if !gateway.is_file() {
+        bail!(
+            "gateway binary {} not found: build it (cargo build --release) or pass --gateway",
+            gateway.display()
+        );
+    }
+    Ok(Opts {
+        quick,
+        duration: secs("--duration", 20.0, 1.0)?,
+        warmup: secs("--warmup", 5.0, 0.3)?,
+        concurrency: value("--concurrency")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(if quick { 4 } else { 32 }),
+        gateway,
+        keep: args.iter().any(|a| a == "--keep"),
+    })
+}
+
+/// A keep-alive HTTP/1.1 connection: the lightest possible load generator, so the client takes
+/// as little CPU from the gateway and PostgreSQL as it can.
+struct Http {
+    stream: BufReader<TcpStream>,
+    host: String,
+}
+
+struct Reply {
+    status: u16,
+    statements: u64,
+    body: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: &str) -> anyhow::Result<Self> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Http {
+            stream: BufReader::new(s),
+            host: addr.to_owned(),
+        })
+    }
+
+    async fn post(&mut self, body: &[u8]) -> anyhow::Result<Reply> {
+        let head = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let w = self.stream.get_mut();
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(body).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("bad status line")?;
+        let (mut len, mut statements) = (None, 0);
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().ok(),
+                    "x-sql-statements" => statements = v.trim().parse().unwrap_or(0),
+                    "transfer-encoding" => bail!("chunked responses are not expected"),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; len.context("no content-length")?];
+        self.stream.read_exact(&mut body).await?;
+        Ok(Reply {
+            status,
+            statements,
+            body,
+        })
+    }
+}
+
+/// What a workload sends next and how its answer is checked.
+trait Workload: Send + Sync + 'static {
+    fn request(&self, worker: usize, iteration: u64) -> Vec<u8>;
+    fn check(&self, worker: usize, iteration: u64, response: &Value) -> anyhow::Result<()>;
+}
+
+#[derive(Default)]
+struct Stats {
+    latencies: Vec<Duration>,
+    statements: u64,
+    errors: Vec<String>,
+}
+
+async fn drive(addr: &str, w: Arc<dyn Workload>, opts: &Opts) -> anyhow::Result<(Stats, Duration)> {
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let end = measure_from + opts.duration;
+    let mut tasks = Vec::new();
+    for worker in 0..opts.concurrency {
+        let w = w.clone();
+        let addr = addr.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut http = Http::connect(&addr).await?;
+            let mut st = Stats::default();
+            let mut i = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let body = w.request(worker, i);
+                let t = Instant::now();
+                let reply = http.post(&body).await?;
+                let took = t.elapsed();
+                let ok = if reply.status != 200 {
+                    Err(anyhow::anyhow!(
+                        "status {}: {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    ))
+                } else {
+                    let v: Value = serde_json::from_slice(&reply.body)?;
+                    if let Some(e) = v.get("errors") {
+                        Err(anyhow::anyhow!("errors: {e}"))
+                    } else {
+                        w.check(worker, i, &v["data"])
+                    }
+                };
+                if let Err(e) = ok {
+                    st.errors.push(e.to_string());
+                }
+                if t >= measure_from {
+                    st.latencies.push(took);
+                    st.statements += reply.statements;
+                }
+                i += 1;
+            }
+            anyhow::Ok(st)
+        }));
+    }
+    let mut all = Stats::default();
+    for t in tasks {
+        let st = t.await??;
+        all.latencies.extend(st.latencies);
+        all.statements += st.statements;
+        all.errors.extend(st.errors);
+    }
+    Ok((all, opts.duration))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ---------------------------------------------------------------- the workloads
+
+const Q1: &str = "{ sessions(first: 20) { nodes { id baseUrl status pages(first: 50) { nodes { id url title bugs(first: 500) { nodes { id title priority status confidence } } } } } } }";
+const Q2: &str = "query($id: UUID!) { session(id: $id) { id baseUrl status pages(first: 500) { nodes { id url title bugs(first: 500) { nodes { id title priority status confidence } } } } } }";
+
+/// Expected shape: sessions newest first, bug counts per page from the seed plan.
+struct Expect {
+    /// session id -> (pages, bugs)
+    per_session: HashMap<String, (usize, usize)>,
+    newest: Vec<String>,
+}
+
+fn count(v: &Value, path: &[&str]) -> Vec<usize> {
+    let mut level = vec![v];
+    let mut counts = Vec::new();
+    for (n, key) in path.iter().enumerate() {
+        let mut next = Vec::new();
+        for x in level {
+            let nodes = x[*key]["nodes"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if n == path.len() - 1 {
+                counts.push(nodes.len());
+            }
+            next.extend(nodes.iter());
+        }
+        level = next;
+    }
+    counts
+}
+
+struct Q1Load {
+    body: Vec<u8>,
+    expect: Arc<Expect>,
+}
+
+impl Workload for Q1Load {
+    fn request(&self, _: usize, _: u64) -> Vec<u8> {
+        self.body.clone()
+    }
+    fn check(&self, _: usize, _: u64, data: &Value) -> anyhow::Result<()> {
+        let sessions = data["sessions"]["nodes"]
+            .as_array()
+            .context("no sessions")?;
+        if sessions.len() != 20 {
+            bail!("expected 20 sessions, got {}", sessions.len());
+        }
+        for (s, id) in sessions.iter().zip(&self.expect.newest) {
+            if s["id"].as_str() != Some(id) {
+                bail!("sessions out of order");
+            }
+            let (pages, bugs) = self.expect.per_session[id];
+            let got_pages = s["pages"]["nodes"].as_array().map_or(0, Vec::len);
+            let got_bugs: usize = count(s, &["pages", "bugs"]).iter().sum();
+            if (got_pages, got_bugs) != (pages.min(50), bugs) {
+                bail!(
+                    "session {id}: expected {pages} pages and {bugs} bugs, got {got_pages} and {got_bugs}"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Q2Load {
+    expect: Arc<Expect>,
+    ids: Vec<String>,
+}
+
+impl Workload for Q2Load {
+    fn request(&self, worker: usize, i: u64) -> Vec<u8> {
+        let id = &self.ids[(worker * 7919 + i as usize) % self.ids.len()];
+        serde_json::to_vec(&json!({ "query": Q2, "variables": { "id": id } })).unwrap_or_default()
+    }
+    fn check(&self, worker: usize, i: u64, data: &Value) -> anyhow::Result<()> {
+        let id = &self.ids[(worker * 7919 + i as usize) % self.ids.len()];
+        let (pages, bugs) = self.expect.per_session[id];
+        let got_pages = data["session"]["pages"]["nodes"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let got_bugs: usize = count(&data["session"], &["pages", "bugs"]).iter().sum();
+        if (got_pages, got_bugs) != (pages, bugs) {
+            bail!("session {id}: expected {pages}/{bugs}, got {got_pages}/{got_bugs}");
+        }
+        Ok(())
+    }
+}
+
+/// Writes: each worker records pages and reports bugs into its own running session, and moves
+/// pages through their lifecycle.
+struct Q3Load {
+    sessions: Vec<String>,
+}
+
+impl Workload for Q3Load {
+    fn request(&self, worker: usize, i: u64) -> Vec<u8> {
+        let sid = &self.sessions[worker];
+        let (query, variables) = match i % 3 {
+            0 => {
+                let pages: Vec<Value> = (0..20)
+                    .map(|k| json!({ "url": format!("https://q3.test/w{worker}/i{i}/p{k}"), "depth": 1 }))
+                    .collect();
+                (
+                    "mutation($s: UUID!, $p: [PageInput!]!) { recordPages(sessionId: $s, pages: $p) { inserted duplicates } }",
+                    json!({ "s": sid, "p": pages }),
+                )
+            }
+            1 => {
+                let bugs: Vec<Value> = (0..10)
+                    .map(|k| json!({ "title": format!("bug {i}/{k}"), "category": "FUNCTIONAL", "priority": "LOW", "confidence": 0.7, "evidence": [{ "type": "console", "level": "warn", "message": "slow" }] }))
+                    .collect();
+                (
+                    "mutation($s: UUID!, $b: [BugInput!]!) { reportBugs(sessionId: $s, bugs: $b) { id } }",
+                    json!({ "s": sid, "b": bugs }),
+                )
+            }
+            _ => (
+                "mutation($s: UUID!) { addSessionCost(id: $s, amount: \"0.0010\") { totalCost } }",
+                json!({ "s": sid }),
+            ),
+        };
+        serde_json::to_vec(&json!({ "query": query, "variables": variables })).unwrap_or_default()
+    }
+    fn check(&self, _: usize, i: u64, data: &Value) -> anyhow::Result<()> {
+        let ok = match i % 3 {
+            0 => data["recordPages"]["inserted"].as_i64() == Some(20),
+            1 => data["reportBugs"].as_array().map(Vec::len) == Some(10),
+            _ => data["addSessionCost"]["totalCost"].is_string(),
+        };
+        if !ok {
+            bail!("unexpected write result {data}");
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- raw SQL
+
+/// The statements the gateway issues for Q1 and Q2, run back to back on one connection per
+/// worker with every column decoded, as the gateway decodes them.
+const RAW_SESSIONS: &str =
+    "SELECT * FROM crawl_sessions ORDER BY created_at DESC, id DESC LIMIT 21";
+const RAW_SESSION: &str = "SELECT * FROM crawl_sessions WHERE id = ANY($1)";
+const RAW_PAGES: &str = "SELECT k.parent_key, x.* FROM unnest($1::uuid[]) AS k(parent_key) CROSS JOIN LATERAL (SELECT * FROM pages WHERE session_id = k.parent_key ORDER BY created_at, id LIMIT $2) x";
+const RAW_BUGS: &str = "SELECT k.parent_key, x.* FROM unnest($1::uuid[]) AS k(parent_key) CROSS JOIN LATERAL (SELECT * FROM bugs WHERE page_id = k.parent_key ORDER BY created_at, id LIMIT $2) x";
+
+type Ts = chrono::DateTime<chrono::Utc>;
+
+/// Decodes every column the gateway reads (all but `total_cost`, which tokio-postgres cannot
+/// decode without an extra crate), so the raw client pays for the same work.
+fn decode(rows: &[tokio_postgres::Row], table: &str) -> usize {
+    fn text(r: &tokio_postgres::Row, cols: &[&str]) {
+        for c in cols {
+            let _: Option<String> = r.get(*c);
+        }
+    }
+    fn uuid(r: &tokio_postgres::Row, cols: &[&str]) {
+        for c in cols {
+            let _: Option<uuid::Uuid> = r.get(*c);
+        }
+    }
+    fn ts(r: &tokio_postgres::Row, cols: &[&str]) {
+        for c in cols {
+            let _: Option<Ts> = r.get(*c);
+        }
+    }
+    fn json(r: &tokio_postgres::Row, cols: &[&str]) {
+        for c in cols {
+            let _: Option<Value> = r.get(*c);
+        }
+    }
+    for r in rows {
+        uuid(r, &["id"]);
+        ts(r, &["created_at", "updated_at"]);
+        match table {
+            "sessions" => {
+                text(r, &["base_url", "status", "error_message"]);
+                json(r, &["config"]);
+                ts(r, &["started_at", "completed_at"]);
+                for c in ["pages_discovered", "pages_crawled", "bugs_found"] {
+                    let _: i32 = r.get(c);
+                }
+            }
+            "pages" => {
+                uuid(r, &["session_id", "parent_page_id"]);
+                text(r, &["url", "title", "status"]);
+                json(r, &["analysis_result"]);
+                ts(r, &["crawled_at"]);
+                let _: i32 = r.get("depth");
+            }
+            _ => {
+                uuid(r, &["session_id", "page_id"]);
+                text(
+                    r,
+                    &[
+                        "title",
+                        "description",
+                        "category",
+                        "priority",
+                        "status",
+                        "expected_behavior",
+                        "actual_behavior",
+                        "affected_users",
+                        "linear_issue_id",
+                        "dismiss_reason",
+                    ],
+                );
+                json(r, &["steps_to_reproduce", "evidence"]);
+                let _: f64 = r.get("confidence");
+            }
+        }
+    }
+    rows.len()
+}
+
+async fn raw(url: &str, q2_ids: Vec<uuid::Uuid>, q1: bool, opts: &Opts) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let end = measure_from + opts.duration;
+    let ids = Arc::new(q2_ids);
+    let mut tasks = Vec::new();
+    for worker in 0..opts.concurrency {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let s_list = client.prepare(RAW_SESSIONS).await?;
+            let s_one = client.prepare(RAW_SESSION).await?;
+            let pages = client.prepare(RAW_PAGES).await?;
+            let bugs = client.prepare(RAW_BUGS).await?;
+            let mut done = 0u64;
+            let mut i = 0usize;
+            while Instant::now() < end {
+                let sessions = if q1 {
+                    client.query(&s_list, &[]).await?
+                } else {
+                    client
+                        .query(&s_one, &[&vec![ids[(worker * 7919 + i) % ids.len()]]])
+                        .await?
+                };
+                i += 1;
+                let sids: Vec<uuid::Uuid> = sessions.iter().take(20).map(|r| r.get("id")).collect();
+                let p = client
+                    .query(&pages, &[&sids, &(if q1 { 51i64 } else { 501i64 })])
+                    .await?;
+                let pids: Vec<uuid::Uuid> = p.iter().map(|r| r.get("id")).collect();
+                let b = client.query(&bugs, &[&pids, &501i64]).await?;
+                let _ = decode(&sessions, "sessions") + decode(&p, "pages") + decode(&b, "bugs");
+                if Instant::now() >= measure_from {
+                    done += 1;
+                }
+            }
+            anyhow::Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / opts.duration.as_secs_f64())
+}
+
+// ---------------------------------------------------------------- orchestration
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn reset_peak_rss(pid: u32) {
+    // Writing 5 to clear_refs resets VmHWM (Linux >= 4.0).
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            s.write_all(
+                format!("GET /ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out).await;
+            if out.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("gateway did not become ready")
+}
+
+struct Row {
+    name: &'static str,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    statements: f64,
+    rss_mib: f64,
+    raw_tps: Option<f64>,
+    errors: usize,
+}
+
+async fn measure(
+    name: &'static str,
+    addr: &str,
+    pid: u32,
+    w: Arc<dyn Workload>,
+    opts: &Opts,
+) -> anyhow::Result<Row> {
+    reset_peak_rss(pid);
+    let (mut st, dur) = drive(addr, w, opts).await?;
+    st.latencies.sort();
+    if let Some(e) = st.errors.first() {
+        eprintln!("{name}: {} failed responses, first: {e}", st.errors.len());
+    }
+    let n = st.latencies.len().max(1) as f64;
+    Ok(Row {
+        name,
+        rps: st.latencies.len() as f64 / dur.as_secs_f64(),
+        p50: percentile(&st.latencies, 0.50),
+        p99: percentile(&st.latencies, 0.99),
+        statements: st.statements as f64 / n,
+        rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
+        raw_tps: None,
+        errors: st.errors.len(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(_) => std::process::ExitCode::from(2),
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns the number of responses that failed their checks.
+async fn run() -> anyhow::Result<usize> {
+    let opts = parse_opts()?;
+    let dir = std::env::temp_dir().join(format!("bughive-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let pg_opts = EmbeddedOptions::new(dir.join("pg"));
+    let pg = EmbeddedPg::start(&pg_opts)?;
+    let result = bench(&opts, &pg).await;
+    let _ = pg.stop();
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
+    pg.ensure_database("bench").await?;
+    let url = pg.url("bench");
+    run_migrations(&url).await?;
+    let plan = if opts.quick {
+        SeedPlan {
+            sessions: 24,
+            pages_per_session: 10,
+            bugs_per_page: 6,
+            vary_bugs: true,
+        }
+    } else {
+        SeedPlan {
+            sessions: 200,
+            pages_per_session: 50,
+            bugs_per_page: 6,
+            vary_bugs: true,
+        }
+    };
+    {
+        let db = bughive_gateway::db::Db::new(bughive_gateway::db::build_pool(
+            &bughive_gateway::config::DbConfig {
+                url: url.clone(),
+                pool_size: 2,
+                pool_timeout_ms: 30_000,
+                statement_timeout_ms: 0,
+            },
+        )?);
+        seed::run(&db, plan, false).await?;
+        db.pool().close();
+    }
+    let (sessions, _, bugs) = seed::generate(plan);
+    let mut per_session: HashMap<String, (usize, usize)> = sessions
+        .iter()
+        .map(|s| (s.id.to_string(), (plan.pages_per_session, 0)))
+        .collect();
+    for b in &bugs {
+        if let Some(e) = per_session.get_mut(&b.session_id.to_string()) {
+            e.1 += 1;
+        }
+    }
+    let mut newest = sessions.clone();
+    newest.sort_by_key(|s| std::cmp::Reverse((s.created_at, s.id)));
+    let newest: Vec<String> = newest.iter().take(20).map(|s| s.id.to_string()).collect();
+    let expect = Arc::new(Expect {
+        per_session,
+        newest,
+    });
+    println!(
+        "dataset: {} sessions x {} pages x 0-{} bugs = {} bugs; concurrency {}; warm-up {:?}, measured {:?} per workload",
+        plan.sessions,
+        plan.pages_per_session,
+        plan.bugs_per_page,
+        bugs.len(),
+        opts.concurrency,
+        opts.warmup,
+        opts.duration
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(&opts.gateway)
+        .args(["serve", "--listen", &addr])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", opts.gateway.display()))?;
+    let gw = Gateway(child);
+    let pid = gw.0.id();
+    wait_ready(&addr).await?;
+
+    let q1 = Arc::new(Q1Load {
+        body: serde_json::to_vec(&json!({ "query": Q1 }))?,
+        expect: expect.clone(),
+    });
+    let mut rows = Vec::new();
+    let mut r = measure("Q1 sessions > pages > bugs", &addr, pid, q1, opts).await?;
+    let q1_raw = raw(&url, Vec::new(), true, opts).await?;
+    r.raw_tps = Some(q1_raw);
+    rows.push(r);
+
+    let ids: Vec<String> = sessions.iter().map(|s| s.id.to_string()).collect();
+    let uuids = sessions.iter().map(|s| s.id).collect();
+    let q2 = Arc::new(Q2Load {
+        expect: expect.clone(),
+        ids,
+    });
+    let mut r = measure("Q2 one session, all pages and bugs", &addr, pid, q2, opts).await?;
+    r.raw_tps = Some(raw(&url, uuids, false, opts).await?);
+    rows.push(r);
+
+    // Q3: one running session per worker.
+    let mut setup = Http::connect(&addr).await?;
+    let mut q3_sessions = Vec::new();
+    for w in 0..opts.concurrency {
+        let body = serde_json::to_vec(
+            &json!({ "query": format!("mutation {{ createSession(input: {{ baseUrl: \"https://q3.test/w{w}\" }}) {{ id }} }}") }),
+        )?;
+        let v: Value = serde_json::from_slice(&setup.post(&body).await?.body)?;
+        let id = v["data"]["createSession"]["id"]
+            .as_str()
+            .context("createSession")?
+            .to_owned();
+        let body = serde_json::to_vec(
+            &json!({ "query": "mutation($id: UUID!) { startSession(id: $id) { id } }", "variables": { "id": id } }),
+        )?;
+        setup.post(&body).await?;
+        q3_sessions.push(id);
+    }
+    rows.push(
+        measure(
+            "Q3 writes (recordPages/reportBugs/cost)",
+            &addr,
+            pid,
+            Arc::new(Q3Load {
+                sessions: q3_sessions,
+            }),
+            opts,
+        )
+        .await?,
+    );
+    drop(gw);
+
+    println!();
+    println!(
+        "| workload | req/s | p50 ms | p99 ms | p99/p50 | SQL stmts/req | peak RSS MiB | raw SQL tx/s | gateway/raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let raw = r.raw_tps.map_or("-".into(), |t| format!("{t:.1}"));
+        let ratio = r
+            .raw_tps
+            .map_or("-".into(), |t| format!("{:.2}", r.rps / t));
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            r.name,
+            r.rps,
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.p99) / ms(r.p50).max(1e-9),
+            r.statements,
+            r.rss_mib,
+            raw,
+            ratio
+        );
+    }
+    let failed: usize = rows.iter().map(|r| r.errors).sum();
+    if !opts.quick {
+        let q1 = &rows[0];
+        let q2 = &rows[1];
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!();
+        println!(
+            "targets: Q1 >= 0.5 x raw: {}; Q1 p99 <= 3 x p50: {}; Q2 >= 0.5 x raw: {}; peak RSS under Q1 <= 64 MiB: {}",
+            verdict(q1.rps >= 0.5 * q1.raw_tps.unwrap_or(f64::MAX)),
+            verdict(q1.p99 <= q1.p50 * 3),
+            verdict(q2.rps >= 0.5 * q2.raw_tps.unwrap_or(f64::MAX)),
+            verdict(q1.rss_mib <= 64.0)
+        );
+    }
+    println!("failed responses: {failed}");
+    Ok(failed)
+}

@@ -1,0 +1,35 @@
+//! The load benchmark's quick mode runs end to end, so the benchmark cannot rot.
+
+use std::process::Command;
+
+#[test]
+fn load_benchmark_quick_mode_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "--quick",
+            "--gateway",
+            env!("CARGO_BIN_EXE_bughive-gateway"),
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the benchmark");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for workload in ["Q1 ", "Q2 ", "Q3 "] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {workload}")))
+            .unwrap_or_else(|| panic!("no {workload} row: {stdout}"));
+        // req/s, latency, statements per request and RSS are all measured, not blank.
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let rps: f64 = cells[2].parse().expect("req/s");
+        assert!(rps > 0.0, "{row}");
+        let stmts: f64 = cells[6].parse().expect("statements");
+        assert!((3.0..=4.0).contains(&stmts), "{row}");
+    }
+    assert!(stdout.contains("failed responses: 0"), "{stdout}");
+}
