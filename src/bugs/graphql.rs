@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -15,7 +17,13 @@ use crate::sessions::graphql::{CrawlSession, load_session};
 
 /// A defect an agent found, with its evidence and where it stands in triage.
 #[derive(Clone)]
-pub struct Bug(pub BugRow);
+pub struct Bug(pub Arc<BugRow>);
+
+impl From<BugRow> for Bug {
+    fn from(row: BugRow) -> Self {
+        Bug(Arc::new(row))
+    }
+}
 
 impl Keyed for Bug {
     fn cursor(&self) -> Cursor {
@@ -227,7 +235,7 @@ impl BugsQuery {
     async fn bug(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Bug>> {
         let r = req(ctx)?;
         let mut conn = r.db.conn().await?;
-        Ok(repo::by_id(&mut conn, id).await?.map(Bug))
+        Ok(repo::by_id(&mut conn, id).await?.map(Bug::from))
     }
 }
 
@@ -333,7 +341,7 @@ async fn move_bug(ctx: &Context<'_>, id: Uuid, change: BugChange) -> AppResult<B
         repo::transition(&mut conn, id, change).await
     })
     .await?;
-    Ok(Bug(row))
+    Ok(Bug::from(row))
 }
 
 fn non_empty(field: &str, v: String) -> AppResult<String> {
@@ -380,7 +388,7 @@ impl BugsMutation {
             repo::report(&mut conn, session_id, items).await
         })
         .await?;
-        Ok(rows.into_iter().map(Bug).collect())
+        Ok(rows.into_iter().map(Bug::from).collect())
     }
 
     /// DETECTED → VALIDATED.

@@ -119,14 +119,14 @@ pub struct BugCountKey {
 pub struct BugStatsKey(pub Uuid);
 
 impl Loader<BugListKey> for BatchLoader {
-    type Value = Vec<BugRow>;
+    type Value = Vec<Arc<BugRow>>;
     type Error = Arc<AppError>;
 
     async fn load(
         &self,
         keys: &[BugListKey],
-    ) -> Result<HashMap<BugListKey, Vec<BugRow>>, Self::Error> {
-        let mut out: HashMap<BugListKey, Vec<BugRow>> =
+    ) -> Result<HashMap<BugListKey, Vec<Arc<BugRow>>>, Self::Error> {
+        let mut out: HashMap<BugListKey, Vec<Arc<BugRow>>> =
             keys.iter().map(|k| (*k, Vec::new())).collect();
         let mut conn = self.db.conn().await?;
         for ((_, filter, window), group) in group_by(keys, |k| {
@@ -143,7 +143,7 @@ impl Loader<BugListKey> for BatchLoader {
                     window,
                 };
                 if let Some(v) = out.get_mut(&key) {
-                    v.push(row);
+                    v.push(Arc::new(row));
                 }
             }
         }

@@ -83,16 +83,28 @@ pub trait CountSource: Send + Sync {
     fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, AppResult<i64>>;
 }
 
-#[derive(SimpleObject)]
-#[graphql(concrete(
-    name = "CrawlSessionEdge",
-    params(crate::sessions::graphql::CrawlSession)
-))]
-#[graphql(concrete(name = "PageEdge", params(crate::pages::graphql::Page)))]
-#[graphql(concrete(name = "BugEdge", params(crate::bugs::graphql::Bug)))]
+/// An edge keeps its position as a [`Cursor`] and encodes it only if the client asks for it.
 pub struct Edge<T: OutputType> {
-    pub cursor: String,
-    pub node: T,
+    position: Cursor,
+    node: T,
+}
+
+#[Object(
+    concrete(
+        name = "CrawlSessionEdge",
+        params(crate::sessions::graphql::CrawlSession)
+    ),
+    concrete(name = "PageEdge", params(crate::pages::graphql::Page)),
+    concrete(name = "BugEdge", params(crate::bugs::graphql::Bug))
+)]
+impl<T: OutputType> Edge<T> {
+    async fn cursor(&self) -> String {
+        self.position.encode()
+    }
+
+    async fn node(&self) -> &T {
+        &self.node
+    }
 }
 
 #[derive(SimpleObject)]
@@ -118,7 +130,7 @@ impl<T: OutputType + Keyed> Connection<T> {
         let edges = rows
             .into_iter()
             .map(|node| Edge {
-                cursor: node.cursor().encode(),
+                position: node.cursor(),
                 node,
             })
             .collect();
@@ -156,8 +168,8 @@ where
         PageInfo {
             has_next_page: self.has_next,
             has_previous_page: self.has_previous,
-            start_cursor: self.edges.first().map(|e| e.cursor.clone()),
-            end_cursor: self.edges.last().map(|e| e.cursor.clone()),
+            start_cursor: self.edges.first().map(|e| e.position.encode()),
+            end_cursor: self.edges.last().map(|e| e.position.encode()),
         }
     }
 

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -17,7 +19,13 @@ use crate::sessions::graphql::{CrawlSession, load_session};
 
 /// One URL of a crawl, with its analysis and the bugs found on it.
 #[derive(Clone)]
-pub struct Page(pub PageRow);
+pub struct Page(pub Arc<PageRow>);
+
+impl From<PageRow> for Page {
+    fn from(row: PageRow) -> Self {
+        Page(Arc::new(row))
+    }
+}
 
 impl Keyed for Page {
     fn cursor(&self) -> Cursor {
@@ -235,7 +243,7 @@ impl PagesMutation {
         Ok(RecordPagesPayload {
             inserted: rec.inserted as i32,
             duplicates: rec.duplicates as i32,
-            pages: rec.pages.into_iter().map(Page).collect(),
+            pages: rec.pages.into_iter().map(Page::from).collect(),
         })
     }
 
@@ -253,6 +261,6 @@ impl PagesMutation {
             repo::set_status(&mut conn, id, status, ar).await
         })
         .await?;
-        Ok(Page(row))
+        Ok(Page::from(row))
     }
 }

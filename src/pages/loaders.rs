@@ -79,26 +79,29 @@ pub struct PageCountKey {
 }
 
 impl Loader<PageId> for BatchLoader {
-    type Value = PageRow;
+    type Value = Arc<PageRow>;
     type Error = Arc<AppError>;
 
-    async fn load(&self, keys: &[PageId]) -> Result<HashMap<PageId, PageRow>, Self::Error> {
+    async fn load(&self, keys: &[PageId]) -> Result<HashMap<PageId, Arc<PageRow>>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.db.conn().await?;
         let rows = repo::by_ids(&mut conn, &ids).await?;
-        Ok(rows.into_iter().map(|r| (PageId(r.id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (PageId(r.id), Arc::new(r)))
+            .collect())
     }
 }
 
 impl Loader<PageListKey> for BatchLoader {
-    type Value = Vec<PageRow>;
+    type Value = Vec<Arc<PageRow>>;
     type Error = Arc<AppError>;
 
     async fn load(
         &self,
         keys: &[PageListKey],
-    ) -> Result<HashMap<PageListKey, Vec<PageRow>>, Self::Error> {
-        let mut out: HashMap<PageListKey, Vec<PageRow>> =
+    ) -> Result<HashMap<PageListKey, Vec<Arc<PageRow>>>, Self::Error> {
+        let mut out: HashMap<PageListKey, Vec<Arc<PageRow>>> =
             keys.iter().map(|k| (*k, Vec::new())).collect();
         let mut conn = self.db.conn().await?;
         for ((_, filter, window), group) in group_by(keys, |k| {
@@ -115,7 +118,7 @@ impl Loader<PageListKey> for BatchLoader {
                     window,
                 };
                 if let Some(v) = out.get_mut(&key) {
-                    v.push(row);
+                    v.push(Arc::new(row));
                 }
             }
         }

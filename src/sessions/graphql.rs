@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, InputObject, Json, Object};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
@@ -21,7 +23,13 @@ use crate::pages::url::normalize_url;
 
 /// A crawl of one site: its counters, cost and lifecycle, and the pages and bugs it found.
 #[derive(Clone)]
-pub struct CrawlSession(pub SessionRow);
+pub struct CrawlSession(pub Arc<SessionRow>);
+
+impl From<SessionRow> for CrawlSession {
+    fn from(row: SessionRow) -> Self {
+        CrawlSession(Arc::new(row))
+    }
+}
 
 impl Keyed for CrawlSession {
     fn cursor(&self) -> crate::graphql::connection::Cursor {
@@ -152,7 +160,7 @@ impl SessionsQuery {
         let mut conn = r.db.conn().await?;
         let rows = repo::list(&mut conn, &filter, &window).await?;
         drop(conn);
-        let rows = rows.into_iter().map(CrawlSession).collect();
+        let rows = rows.into_iter().map(CrawlSession::from).collect();
         Ok(Connection::from_rows(
             rows,
             &window,
@@ -197,7 +205,7 @@ async fn move_session(
         repo::transition(&mut conn, id, to, error).await
     })
     .await?;
-    Ok(CrawlSession(row))
+    Ok(CrawlSession::from(row))
 }
 
 #[derive(Default)]
@@ -227,7 +235,7 @@ impl SessionsMutation {
             repo::create(&mut conn, base_url, config).await
         })
         .await?;
-        Ok(CrawlSession(row))
+        Ok(CrawlSession::from(row))
     }
 
     /// PENDING → RUNNING; sets `startedAt`.
@@ -283,6 +291,6 @@ impl SessionsMutation {
             repo::add_cost(&mut conn, id, amount.0).await
         })
         .await?;
-        Ok(CrawlSession(row))
+        Ok(CrawlSession::from(row))
     }
 }

@@ -14,16 +14,19 @@ use crate::graphql::context::BatchLoader;
 pub struct SessionId(pub Uuid);
 
 impl Loader<SessionId> for BatchLoader {
-    type Value = SessionRow;
+    type Value = Arc<SessionRow>;
     type Error = Arc<AppError>;
 
     async fn load(
         &self,
         keys: &[SessionId],
-    ) -> Result<HashMap<SessionId, SessionRow>, Self::Error> {
+    ) -> Result<HashMap<SessionId, Arc<SessionRow>>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.db.conn().await?;
         let rows = repo::by_ids(&mut conn, &ids).await?;
-        Ok(rows.into_iter().map(|r| (SessionId(r.id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (SessionId(r.id), Arc::new(r)))
+            .collect())
     }
 }
