@@ -14,6 +14,10 @@ use bughive_gateway::db::{Db, build_pool, run_migrations};
 use bughive_gateway::http::{AppState, router};
 use serde_json::{Value, json};
 
+/// The same allocator as the gateway binary, so the in-process server behaves like the real one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
