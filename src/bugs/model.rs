@@ -77,6 +77,7 @@ pub struct BugStats {
 /// Bug lifecycle (API.md): validate, mark reported, dismiss, reopen.
 pub const BUG_LIFECYCLE: Lifecycle<BugStatus> = Lifecycle {
     entity: "bug",
+    table: "bugs",
     moves: &[
         (BugStatus::Detected, BugStatus::Validated),
         (BugStatus::Validated, BugStatus::Reported),

@@ -324,15 +324,6 @@ pub async fn report(
     .await
 }
 
-pub async fn current_status(conn: &mut Conn, id: Uuid) -> AppResult<Option<BugStatus>> {
-    Ok(b::bugs
-        .find(id)
-        .select(b::status)
-        .first(conn)
-        .await
-        .optional()?)
-}
-
 /// What a bug transition writes besides the status.
 pub enum BugChange {
     Validate,
@@ -369,9 +360,5 @@ pub async fn transition(conn: &mut Conn, id: Uuid, change: BugChange) -> AppResu
         .push(" AND status = ANY(")
         .bind(Bind::Texts(BUG_LIFECYCLE.allowed_from(to)))
         .push(") RETURNING *");
-    let row: Option<BugRow> = q.get_result(conn).await.optional()?;
-    match row {
-        Some(row) => Ok(row),
-        None => Err(BUG_LIFECYCLE.rejection(id, current_status(conn, id).await?, to)),
-    }
+    BUG_LIFECYCLE.apply(conn, q, id, to).await
 }

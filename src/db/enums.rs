@@ -6,6 +6,8 @@ pub trait DbEnum: Copy + PartialEq + std::fmt::Debug + Send + Sync + 'static {
     fn db_name(self) -> &'static str;
     /// The GraphQL spelling, as clients see it in errors.
     fn graphql_name(self) -> String;
+    /// The variant stored as `s`.
+    fn parse_db(s: &str) -> Option<Self>;
 }
 
 /// Declares an enum stored as lower-case `text` and exposed as a SCREAMING_CASE GraphQL enum.
@@ -44,6 +46,9 @@ macro_rules! db_enum {
             }
             fn graphql_name(self) -> String {
                 self.as_graphql()
+            }
+            fn parse_db(s: &str) -> Option<Self> {
+                Self::from_db(s)
             }
         }
 

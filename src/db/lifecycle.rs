@@ -1,15 +1,29 @@
 //! Lifecycles as data: each entity's allowed moves are one table, and every transition is a
 //! single conditional `UPDATE … WHERE id = $id AND status = ANY($allowed_from)`.
 
+use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::prelude::OptionalExtension;
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+use super::Conn;
 use super::enums::DbEnum;
-use crate::error::AppError;
+use super::sql::{Bind, Sql};
+use crate::error::{AppError, AppResult};
 
 /// The allowed `(from, to)` moves of one entity.
 pub struct Lifecycle<S: 'static> {
     pub entity: &'static str,
+    /// The table whose `status` column holds the lifecycle.
+    pub table: &'static str,
     pub moves: &'static [(S, S)],
+}
+
+#[derive(QueryableByName)]
+struct StatusText {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
 }
 
 impl<S: DbEnum> Lifecycle<S> {
@@ -24,6 +38,28 @@ impl<S: DbEnum> Lifecycle<S> {
             .filter(|(_, t)| *t == to)
             .map(|(f, _)| f.db_name().to_owned())
             .collect()
+    }
+
+    /// Runs a conditional update built for a move to `to` (its `WHERE` must require
+    /// `status = ANY(allowed_from(to))`) and returns the updated row. When no row matched, the
+    /// current status is read, only to report `NOT_FOUND` or `INVALID_TRANSITION` accurately.
+    pub async fn apply<R>(&self, conn: &mut Conn, update: Sql, id: Uuid, to: S) -> AppResult<R>
+    where
+        R: QueryableByName<Pg> + Send + 'static,
+    {
+        if let Some(row) = update.get_result::<R>(conn).await.optional()? {
+            return Ok(row);
+        }
+        let current = self.current(conn, id).await?;
+        Err(self.rejection(id, current, to))
+    }
+
+    /// The status stored for `id`, if the row exists.
+    pub async fn current(&self, conn: &mut Conn, id: Uuid) -> AppResult<Option<S>> {
+        let mut q = Sql::new("SELECT status FROM ");
+        q.push(self.table).push(" WHERE id = ").bind(Bind::Uuid(id));
+        let row: Option<StatusText> = q.get_result(conn).await.optional()?;
+        Ok(row.and_then(|r| S::parse_db(&r.status)))
     }
 
     /// The error for a conditional update that matched no row: the entity is missing, or its

@@ -43,6 +43,7 @@ impl Keyed for PageRow {
 /// Page lifecycle (API.md).
 pub const PAGE_LIFECYCLE: Lifecycle<PageStatus> = Lifecycle {
     entity: "page",
+    table: "pages",
     moves: &[
         (PageStatus::Discovered, PageStatus::Crawling),
         (PageStatus::Crawling, PageStatus::Analyzed),

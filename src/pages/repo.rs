@@ -244,15 +244,6 @@ pub async fn record(conn: &mut Conn, session_id: Uuid, items: Vec<NewPage>) -> A
     .await
 }
 
-pub async fn current_status(conn: &mut Conn, id: Uuid) -> AppResult<Option<PageStatus>> {
-    Ok(p::pages
-        .find(id)
-        .select(p::status)
-        .first(conn)
-        .await
-        .optional()?)
-}
-
 /// Moves a page along its lifecycle in one statement. Reaching ANALYZED or FAILED stamps
 /// `crawled_at` and increments the session's `pages_crawled` in the same statement.
 pub async fn set_status(
@@ -278,9 +269,5 @@ pub async fn set_status(
         q.push(", s AS (UPDATE crawl_sessions SET pages_crawled = pages_crawled + 1 WHERE id IN (SELECT session_id FROM p))");
     }
     q.push(" SELECT * FROM p");
-    let row: Option<PageRow> = q.get_result(conn).await.optional()?;
-    match row {
-        Some(row) => Ok(row),
-        None => Err(PAGE_LIFECYCLE.rejection(id, current_status(conn, id).await?, to)),
-    }
+    PAGE_LIFECYCLE.apply(conn, q, id, to).await
 }

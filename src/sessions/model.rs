@@ -53,6 +53,7 @@ pub struct SessionFilter {
 /// Session lifecycle (API.md): start, complete, fail, cancel.
 pub const SESSION_LIFECYCLE: Lifecycle<SessionStatus> = Lifecycle {
     entity: "session",
+    table: "crawl_sessions",
     moves: &[
         (SessionStatus::Pending, SessionStatus::Running),
         (SessionStatus::Running, SessionStatus::Completed),

@@ -84,15 +84,6 @@ pub async fn create(
         .await?)
 }
 
-pub async fn current_status(conn: &mut Conn, id: Uuid) -> AppResult<Option<SessionStatus>> {
-    Ok(s::crawl_sessions
-        .find(id)
-        .select(s::status)
-        .first(conn)
-        .await
-        .optional()?)
-}
-
 /// Moves a session along its lifecycle in one conditional statement; the transition's
 /// timestamps (and a failure's message) are set by the same statement.
 pub async fn transition(
@@ -116,11 +107,7 @@ pub async fn transition(
         .push(" AND status = ANY(")
         .bind(Bind::Texts(SESSION_LIFECYCLE.allowed_from(to)))
         .push(") RETURNING *");
-    let row: Option<SessionRow> = q.get_result(conn).await.optional()?;
-    match row {
-        Some(row) => Ok(row),
-        None => Err(SESSION_LIFECYCLE.rejection(id, current_status(conn, id).await?, to)),
-    }
+    SESSION_LIFECYCLE.apply(conn, q, id, to).await
 }
 
 /// The largest value NUMERIC(10,4) holds.
@@ -142,7 +129,7 @@ pub async fn add_cost(conn: &mut Conn, id: Uuid, amount: BigDecimal) -> AppResul
     let row: Option<SessionRow> = q.get_result(conn).await.optional()?;
     match row {
         Some(row) => Ok(row),
-        None => match current_status(conn, id).await? {
+        None => match SESSION_LIFECYCLE.current(conn, id).await? {
             None => Err(AppError::NotFound {
                 entity: "session",
                 id: id.to_string(),
