@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
 use crate::db::Db;
+use crate::db::json::JsonText;
 use crate::error::AppError;
 use crate::pages::model::{PageRow, PageStatus};
 use crate::sessions::model::{SessionRow, SessionStatus};
@@ -108,9 +109,9 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
                 status: page_status,
                 depth,
                 parent_page_id: parent.map(|p| id("page", &[i, p])),
-                analysis_result: done.then(
-                    || serde_json::json!({ "links": (j * 7) % 23, "loadMs": 120 + (j * 37) % 900 }),
-                ),
+                analysis_result: done.then(|| {
+                    JsonText::from(serde_json::json!({ "links": (j * 7) % 23, "loadMs": 120 + (j * 37) % 900 }))
+                }),
                 crawled_at: done.then(|| page_created + Duration::seconds(30)),
                 created_at: page_created,
                 updated_at: page_created,
@@ -127,8 +128,8 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
                     category: BugCategory::ALL[(i + j + k) % 8],
                     priority: BugPriority::ALL[(i * 7 + j * 3 + k) % 4],
                     status: BugStatus::ALL[(j + k) % 4],
-                    steps_to_reproduce: serde_json::json!([format!("Open {url}"), "Scroll to the footer", "Observe the layout"]),
-                    evidence: serde_json::json!([{ "type": "screenshot", "url": format!("https://evidence.example.test/{i}/{j}/{k}.png") }]),
+                    steps_to_reproduce: JsonText::from(serde_json::json!([format!("Open {url}"), "Scroll to the footer", "Observe the layout"])),
+                    evidence: JsonText::from(serde_json::json!([{ "type": "screenshot", "url": format!("https://evidence.example.test/{i}/{j}/{k}.png") }])),
                     confidence: 0.5 + ((i * 31 + j * 17 + k * 7) % 50) as f64 / 100.0,
                     expected_behavior: Some("The page renders without errors".into()),
                     actual_behavior: Some("Something is off".into()),
@@ -150,7 +151,9 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
             id: sid,
             base_url,
             status,
-            config: serde_json::json!({ "maxPages": plan.pages_per_session, "maxDepth": 5 }),
+            config: JsonText::from(
+                serde_json::json!({ "maxPages": plan.pages_per_session, "maxDepth": 5 }),
+            ),
             pages_discovered: plan.pages_per_session as i32,
             pages_crawled: crawled,
             bugs_found: found as i32,

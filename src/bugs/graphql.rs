@@ -66,19 +66,19 @@ impl Bug {
         self.0.status
     }
     async fn steps_to_reproduce(&self) -> Vec<String> {
-        match &self.0.steps_to_reproduce {
+        match self.0.steps_to_reproduce.value() {
             serde_json::Value::Array(items) => items
-                .iter()
+                .into_iter()
                 .map(|v| match v {
-                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 })
                 .collect(),
             _ => Vec::new(),
         }
     }
-    async fn evidence(&self) -> Json<&serde_json::Value> {
-        Json(&self.0.evidence)
+    async fn evidence(&self) -> Json<serde_json::Value> {
+        Json(self.0.evidence.value())
     }
     async fn confidence(&self) -> f64 {
         self.0.confidence

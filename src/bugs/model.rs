@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::json::JsonText;
 use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::bugs;
 use crate::graphql::connection::{Cursor, Keyed};
@@ -43,8 +44,8 @@ pub struct BugRow {
     pub category: BugCategory,
     pub priority: BugPriority,
     pub status: BugStatus,
-    pub steps_to_reproduce: serde_json::Value,
-    pub evidence: serde_json::Value,
+    pub steps_to_reproduce: JsonText,
+    pub evidence: JsonText,
     pub confidence: f64,
     pub expected_behavior: Option<String>,
     pub actual_behavior: Option<String>,

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod enums;
+pub mod json;
 pub mod lifecycle;
 pub mod schema;
 pub mod sql;

@@ -81,8 +81,8 @@ impl Page {
         )
         .await?)
     }
-    async fn analysis_result(&self) -> Option<Json<&serde_json::Value>> {
-        self.0.analysis_result.as_ref().map(Json)
+    async fn analysis_result(&self) -> Option<Json<serde_json::Value>> {
+        self.0.analysis_result.as_ref().map(|j| Json(j.value()))
     }
     async fn crawled_at(&self) -> Option<DateTime<Utc>> {
         self.0.crawled_at

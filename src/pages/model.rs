@@ -3,6 +3,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::json::JsonText;
 use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::pages;
 use crate::graphql::connection::{Cursor, Keyed};
@@ -25,7 +26,7 @@ pub struct PageRow {
     pub status: PageStatus,
     pub depth: i32,
     pub parent_page_id: Option<Uuid>,
-    pub analysis_result: Option<serde_json::Value>,
+    pub analysis_result: Option<JsonText>,
     pub crawled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

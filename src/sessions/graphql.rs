@@ -48,8 +48,8 @@ impl CrawlSession {
     async fn status(&self) -> SessionStatus {
         self.0.status
     }
-    async fn config(&self) -> Json<&serde_json::Value> {
-        Json(&self.0.config)
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(self.0.config.value())
     }
     async fn pages_discovered(&self) -> i32 {
         self.0.pages_discovered

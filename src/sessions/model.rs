@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::db::enums::db_enum;
+use crate::db::json::JsonText;
 use crate::db::lifecycle::Lifecycle;
 use crate::db::schema::crawl_sessions;
 use crate::graphql::connection::{Cursor, Keyed};
@@ -22,7 +23,7 @@ pub struct SessionRow {
     pub id: Uuid,
     pub base_url: String,
     pub status: SessionStatus,
-    pub config: serde_json::Value,
+    pub config: JsonText,
     pub pages_discovered: i32,
     pub pages_crawled: i32,
     pub bugs_found: i32,
