@@ -85,9 +85,22 @@ fn check_item(v: &Value, path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks evidence against the documented shape; `null` means no evidence. The error names the
-/// offending path, e.g. `bugs[2].evidence[0].status`.
-pub fn validate(v: Value, path: &str) -> Result<Value, String> {
+/// A shape error: the offending path (e.g. `bugs[2].evidence[0].status`) and what is wrong.
+#[derive(Debug, PartialEq)]
+pub struct EvidenceError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Checks evidence against the documented shape; `null` means no evidence.
+pub fn validate(v: Value, path: &str) -> Result<Value, EvidenceError> {
+    check(v, path).map_err(|message| EvidenceError {
+        path: message.split(' ').next().unwrap_or(path).to_owned(),
+        message,
+    })
+}
+
+fn check(v: Value, path: &str) -> Result<Value, String> {
     match v {
         Value::Null => Ok(Value::Array(Vec::new())),
         Value::Array(items) => {
@@ -165,7 +178,8 @@ mod tests {
             ),
         ] {
             let err = validate(ev.clone(), "evidence").expect_err(&ev.to_string());
-            assert!(err.starts_with(path), "{ev}: {err}");
+            assert_eq!(err.path, path, "{ev}: {}", err.message);
+            assert!(err.message.starts_with(path), "{ev}: {}", err.message);
         }
         let many = serde_json::Value::Array(vec![json!({ "type": "dom", "selector": "a" }); 51]);
         assert!(validate(many, "evidence").is_err());

@@ -316,9 +316,7 @@ fn validate_bug(i: usize, b: BugInput) -> AppResult<NewBug> {
     }
     let evidence =
         super::evidence::validate(b.evidence.map(|j| j.0).unwrap_or_default(), &f("evidence"))
-            .map_err(|m| {
-                AppError::bad_field(m.split(' ').next().unwrap_or_default().to_owned(), m)
-            })?;
+            .map_err(|m| AppError::bad_field(m.path, m.message))?;
     Ok(NewBug {
         id: Uuid::now_v7(),
         page_id: b.page_id,
