@@ -42,6 +42,18 @@ impl RequestCtx {
     }
 }
 
+impl RequestCtx {
+    /// A context for a long-lived connection (WebSocket), whose operations are not driven by
+    /// [`crate::graphql::execute`]: batch fetches run as tasks after a short delay, the
+    /// DataLoader's usual mode.
+    pub fn spawning(db: Db) -> Self {
+        let loader = DataLoader::new(BatchLoader { db: db.clone() }, tokio::spawn)
+            .delay(Duration::from_millis(1))
+            .max_batch_size(usize::MAX);
+        RequestCtx { db, loader }
+    }
+}
+
 /// The request context of a resolver.
 pub fn req<'a>(ctx: &Context<'a>) -> AppResult<&'a RequestCtx> {
     ctx.data::<RequestCtx>()

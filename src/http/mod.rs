@@ -6,9 +6,11 @@ mod graphiql;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql_axum::{GraphQLRequest, GraphQLSubscription};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::State;
+use axum::extract::WebSocketUpgrade;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -54,10 +56,9 @@ fn max_concurrent() -> usize {
 }
 
 pub fn router(state: AppState) -> Router {
-    let ws = GraphQLSubscription::new(state.schema.clone());
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
-        .route_service("/graphql/ws", ws)
+        .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -99,6 +100,27 @@ async fn graphql_get(
         Ok(req) => run(state, headers, req.into_inner(), true).await,
         Err(rej) => rej.into_response(),
     }
+}
+
+/// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws). Each connection gets
+/// its own request context, so queries and mutations sent over the socket resolve like HTTP ones.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let mut data = async_graphql::Data::default();
+            data.insert(crate::graphql::context::RequestCtx::spawning(
+                state.db.scoped(),
+            ));
+            GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
+                .with_data(data)
+                .serve()
+        })
+        .into_response()
 }
 
 async fn graphql_post(

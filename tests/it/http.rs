@@ -240,4 +240,82 @@ async fn websocket_endpoint_speaks_graphql_transport_ws() {
     let msg = ws.next().await.expect("a reply").expect("ok");
     let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
     assert_eq!(v["type"], "connection_ack");
+
+    // Queries over the socket resolve nested, batched fields like HTTP ones.
+    bughive_gateway::seed::run(
+        &t.db,
+        bughive_gateway::seed::SeedPlan {
+            sessions: 2,
+            pages_per_session: 3,
+            bugs_per_page: 1,
+            vary_bugs: false,
+        },
+        false,
+    )
+    .await
+    .expect("seed");
+    let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ sessions { totalCount nodes { pages { nodes { bugs { totalCount } } } } } }" } });
+    ws.send(Message::text(sub.to_string()))
+        .await
+        .expect("subscribe");
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer, not a hang")
+        .expect("message")
+        .expect("ok");
+    let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
+    assert_eq!(v["type"], "next", "{v}");
+    assert_eq!(v["payload"]["data"]["sessions"]["totalCount"], 2, "{v}");
+    assert_eq!(
+        v["payload"]["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["totalCount"], 1,
+        "{v}"
+    );
+    let done = ws.next().await.expect("complete").expect("ok");
+    assert!(done.to_text().expect("text").contains("complete"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_endpoint_speaks_legacy_graphql_ws() {
+    let t = TestDb::new().await;
+    let addr = serve(&t).await;
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-ws".parse().expect("header"),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-ws");
+    ws.send(Message::text(
+        json!({ "type": "connection_init" }).to_string(),
+    ))
+    .await
+    .expect("init");
+    let v: Value = serde_json::from_str(
+        ws.next()
+            .await
+            .expect("reply")
+            .expect("ok")
+            .to_text()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(v["type"], "connection_ack");
+    ws.send(Message::text(json!({ "id": "q", "type": "start", "payload": { "query": "{ sessions { totalCount } }" } }).to_string()))
+        .await
+        .expect("start");
+    let v: Value = serde_json::from_str(
+        ws.next()
+            .await
+            .expect("data")
+            .expect("ok")
+            .to_text()
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(v["type"], "data", "{v}");
+    assert_eq!(v["payload"]["data"]["sessions"]["totalCount"], 0);
 }
