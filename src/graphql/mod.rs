@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod context;
+mod order;
 pub mod scalars;
 
 use std::future::Future;
@@ -47,6 +48,10 @@ pub async fn execute(
     db: &Db,
     request: async_graphql::Request,
 ) -> (async_graphql::Response, Arc<QueryStats>) {
+    let mut request = request;
+    // Parsed here (execute reuses it) and kept to restore the selection order afterwards.
+    let doc = request.parsed_query().ok().cloned();
+    let operation_name = request.operation_name.clone();
     let db = db.scoped();
     let stats = db.stats().clone();
     let (ctx, queue) = RequestCtx::new(db);
@@ -56,6 +61,11 @@ pub async fn execute(
         fetches_done: false,
     }
     .await;
+    if let Some(doc) = &doc
+        && response.data != async_graphql::Value::Null
+    {
+        order::restore(doc, operation_name.as_deref(), &mut response.data);
+    }
     add_missing_codes(&mut response);
     (response, stats)
 }

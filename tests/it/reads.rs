@@ -410,3 +410,44 @@ async fn a_parent_without_children_gets_an_empty_connection() {
         json!({ "totalCount": 0, "nodes": [] })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_keys_follow_the_selection_order() {
+    let (t, _) = seeded(2, 3, 2).await;
+    let q = "query Q { sessions { pageInfo { hasNextPage } totalCount nodes { ...S } } } \
+             fragment S on CrawlSession { status pages { totalCount nodes { url bugs { totalCount nodes { title } } } } id }";
+    let req = async_graphql::Request::new(q);
+    let (resp, _) = bughive_gateway::graphql::execute(&t.schema, &t.db, req).await;
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+    let text = serde_json::to_string(&resp).expect("json");
+    let pos = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing in {text}"))
+    };
+    assert!(
+        pos("\"pageInfo\"") < pos("\"totalCount\"") && pos("\"totalCount\"") < pos("\"nodes\""),
+        "{text}"
+    );
+    assert!(
+        pos("\"status\"") < pos("\"pages\"") && pos("\"pages\"") < pos("\"id\""),
+        "{text}"
+    );
+    // Inside a page: totalCount (a batched count) still comes before nodes.
+    let page = &text[pos("\"bugs\"")..];
+    assert!(
+        page.find("\"totalCount\"") < page.find("\"nodes\""),
+        "{page}"
+    );
+
+    // Anonymous operations and aliases too.
+    let (resp, _) = bughive_gateway::graphql::execute(
+        &t.schema,
+        &t.db,
+        async_graphql::Request::new(
+            "{ b: sessions { nodes { id } totalCount } a: sessions { totalCount } }",
+        ),
+    )
+    .await;
+    let text = serde_json::to_string(&resp).expect("json");
+    assert!(text.starts_with(r#"{"data":{"b":{"nodes":"#), "{text}");
+}

@@ -1,0 +1,107 @@
+//! Puts response keys back in selection order.
+//!
+//! async-graphql 7 resolves an object's fields concurrently and stores each result as it
+//! completes, so a field that waits on the database (`totalCount`) can end up after one that
+//! does not. The GraphQL spec asks for the order of the selection set, and people reading
+//! responses expect it, so after execution the data is walked once with a plan built from the
+//! operation (fragments expanded, duplicate keys merged) and objects that are out of order are
+//! rebuilt.
+
+use async_graphql::Value;
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+};
+
+/// Response keys of one selection level, in order, each with the plan for its value.
+struct Plan<'a> {
+    fields: Vec<(&'a str, Plan<'a>)>,
+}
+
+fn collect<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    out: &mut Vec<(&'a str, Vec<&'a SelectionSet>)>,
+) {
+    for sel in &set.items {
+        match &sel.node {
+            Selection::Field(f) => {
+                let key = f.node.response_key().node.as_str();
+                let sub = &f.node.selection_set.node;
+                match out.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, subs)) => subs.push(sub),
+                    None => out.push((key, vec![sub])),
+                }
+            }
+            Selection::InlineFragment(fr) => collect(doc, &fr.node.selection_set.node, out),
+            Selection::FragmentSpread(sp) => {
+                if let Some(def) = doc.fragments.get(&sp.node.fragment_name.node) {
+                    collect(doc, &def.node.selection_set.node, out);
+                }
+            }
+        }
+    }
+}
+
+fn plan<'a>(doc: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> Plan<'a> {
+    let mut keys = Vec::new();
+    for set in sets {
+        collect(doc, set, &mut keys);
+    }
+    Plan {
+        fields: keys
+            .into_iter()
+            .map(|(k, subs)| (k, plan(doc, &subs)))
+            .collect(),
+    }
+}
+
+fn apply(plan: &Plan<'_>, value: &mut Value) {
+    match value {
+        Value::List(items) => items.iter_mut().for_each(|v| apply(plan, v)),
+        Value::Object(map) => {
+            for (key, sub) in &plan.fields {
+                if !sub.fields.is_empty()
+                    && let Some(v) = map.get_mut(*key)
+                {
+                    apply(sub, v);
+                }
+            }
+            let wanted = plan
+                .fields
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| map.contains_key(*k));
+            if !map.keys().map(|k| k.as_str()).eq(wanted) {
+                let mut old = std::mem::take(map);
+                for (key, _) in &plan.fields {
+                    if let Some((name, v)) = old.shift_remove_entry(*key) {
+                        map.insert(name, v);
+                    }
+                }
+                map.extend(old);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reorders `data` to follow the selected operation of `doc`. Only call it for a document that
+/// passed validation (non-null data), so fragment cycles cannot occur.
+pub fn restore(doc: &ExecutableDocument, operation_name: Option<&str>, data: &mut Value) {
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => &op.node,
+        // Named operations: the one asked for, or the only one.
+        DocumentOperations::Multiple(ops) => {
+            let op = match operation_name {
+                Some(n) => ops.get(n),
+                None if ops.len() == 1 => ops.values().next(),
+                None => None,
+            };
+            match op {
+                Some(op) => &op.node,
+                None => return,
+            }
+        }
+    };
+    apply(&plan(doc, &[&op.selection_set.node]), data);
+}
