@@ -154,12 +154,18 @@ struct Stats {
     errors: Vec<String>,
 }
 
-async fn drive(addr: &str, w: Arc<dyn Workload>, opts: &Opts) -> anyhow::Result<(Stats, Duration)> {
+async fn drive(
+    addr: &str,
+    w: Arc<dyn Workload>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Stats> {
     let start = Instant::now();
-    let measure_from = start + opts.warmup;
-    let end = measure_from + opts.duration;
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
     let mut tasks = Vec::new();
-    for worker in 0..opts.concurrency {
+    for worker in 0..concurrency {
         let w = w.clone();
         let addr = addr.to_owned();
         tasks.push(tokio::spawn(async move {
@@ -208,7 +214,7 @@ async fn drive(addr: &str, w: Arc<dyn Workload>, opts: &Opts) -> anyhow::Result<
         all.statements += st.statements;
         all.errors.extend(st.errors);
     }
-    Ok((all, opts.duration))
+    Ok(all)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -315,15 +321,18 @@ impl Workload for Q2Load {
 /// pages through their lifecycle.
 struct Q3Load {
     sessions: Vec<String>,
+    /// Makes every recorded URL new, across measurement slices too.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Workload for Q3Load {
     fn request(&self, worker: usize, i: u64) -> Vec<u8> {
         let sid = &self.sessions[worker];
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (query, variables) = match i % 3 {
             0 => {
                 let pages: Vec<Value> = (0..20)
-                    .map(|k| json!({ "url": format!("https://q3.test/w{worker}/i{i}/p{k}"), "depth": 1 }))
+                    .map(|k| json!({ "url": format!("https://q3.test/w{worker}/n{n}/p{k}"), "depth": 1 }))
                     .collect();
                 (
                     "mutation($s: UUID!, $p: [PageInput!]!) { recordPages(sessionId: $s, pages: $p) { inserted duplicates } }",
@@ -396,13 +405,20 @@ fn decode(rows: &[tokio_postgres::Row], table: &str) -> usize {
     rows.len()
 }
 
-async fn raw(url: &str, q2_ids: Vec<uuid::Uuid>, q1: bool, opts: &Opts) -> anyhow::Result<f64> {
+/// Transactions completed in the measured time.
+async fn raw(
+    raw: &Raw,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<u64> {
+    let (url, q2_ids, q1) = (raw.url.as_str(), raw.ids.clone(), raw.q1);
     let start = Instant::now();
-    let measure_from = start + opts.warmup;
-    let end = measure_from + opts.duration;
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
     let ids = Arc::new(q2_ids);
     let mut tasks = Vec::new();
-    for worker in 0..opts.concurrency {
+    for worker in 0..concurrency {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
         let ids = ids.clone();
@@ -440,7 +456,7 @@ async fn raw(url: &str, q2_ids: Vec<uuid::Uuid>, q1: bool, opts: &Opts) -> anyho
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 / opts.duration.as_secs_f64())
+    Ok(total)
 }
 
 // ---------------------------------------------------------------- orchestration
@@ -504,15 +520,44 @@ struct Row {
     errors: usize,
 }
 
+/// What the raw-SQL side of a workload runs.
+struct Raw {
+    url: String,
+    ids: Vec<uuid::Uuid>,
+    q1: bool,
+}
+
+/// Measures a workload, and its raw-SQL counterpart if any, in alternating slices (four in a
+/// full run), so that load from other tenants of a shared machine hits both sides alike and the
+/// ratio stays meaningful.
 async fn measure(
     name: &'static str,
     addr: &str,
     pid: u32,
     w: Arc<dyn Workload>,
+    raw_side: Option<Raw>,
     opts: &Opts,
 ) -> anyhow::Result<Row> {
     reset_peak_rss(pid);
-    let (mut st, dur) = drive(addr, w, opts).await?;
+    let slices: u32 = if opts.quick { 1 } else { 4 };
+    let slice = opts.duration / slices;
+    let mut st = Stats::default();
+    let mut raw_tx = 0;
+    for i in 0..slices {
+        let warm = if i == 0 {
+            opts.warmup
+        } else {
+            opts.warmup.min(Duration::from_secs(1))
+        };
+        let s = drive(addr, w.clone(), opts.concurrency, warm, slice).await?;
+        st.latencies.extend(s.latencies);
+        st.statements += s.statements;
+        st.errors.extend(s.errors);
+        if let Some(r) = &raw_side {
+            raw_tx += raw(r, opts.concurrency, warm, slice).await?;
+        }
+    }
+    let dur = slice * slices;
     st.latencies.sort();
     if let Some(e) = st.errors.first() {
         eprintln!("{name}: {} failed responses, first: {e}", st.errors.len());
@@ -525,7 +570,7 @@ async fn measure(
         p99: percentile(&st.latencies, 0.99),
         statements: st.statements as f64 / n,
         rss_mib: peak_rss_kib(pid) as f64 / 1024.0,
-        raw_tps: None,
+        raw_tps: raw_side.map(|_| raw_tx as f64 / dur.as_secs_f64()),
         errors: st.errors.len(),
     })
 }
@@ -637,10 +682,22 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         expect: expect.clone(),
     });
     let mut rows = Vec::new();
-    let mut r = measure("Q1 sessions > pages > bugs", &addr, pid, q1, opts).await?;
-    let q1_raw = raw(&url, Vec::new(), true, opts).await?;
-    r.raw_tps = Some(q1_raw);
-    rows.push(r);
+    let raw_q1 = Raw {
+        url: url.clone(),
+        ids: Vec::new(),
+        q1: true,
+    };
+    rows.push(
+        measure(
+            "Q1 sessions > pages > bugs",
+            &addr,
+            pid,
+            q1,
+            Some(raw_q1),
+            opts,
+        )
+        .await?,
+    );
 
     let ids: Vec<String> = sessions.iter().map(|s| s.id.to_string()).collect();
     let uuids = sessions.iter().map(|s| s.id).collect();
@@ -648,9 +705,22 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         expect: expect.clone(),
         ids,
     });
-    let mut r = measure("Q2 one session, all pages and bugs", &addr, pid, q2, opts).await?;
-    r.raw_tps = Some(raw(&url, uuids, false, opts).await?);
-    rows.push(r);
+    let raw_q2 = Raw {
+        url: url.clone(),
+        ids: uuids,
+        q1: false,
+    };
+    rows.push(
+        measure(
+            "Q2 one session, all pages and bugs",
+            &addr,
+            pid,
+            q2,
+            Some(raw_q2),
+            opts,
+        )
+        .await?,
+    );
 
     // Q3: one running session per worker.
     let mut setup = Http::connect(&addr).await?;
@@ -677,7 +747,9 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
             pid,
             Arc::new(Q3Load {
                 sessions: q3_sessions,
+                seq: Default::default(),
             }),
+            None,
             opts,
         )
         .await?,
