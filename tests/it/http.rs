@@ -214,24 +214,21 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_endpoint_speaks_graphql_transport_ws() {
-    let t = TestDb::new().await;
-    let addr = serve(&t).await;
+/// Opens `/graphql/ws` with one subprotocol, checks the server chose it, and completes the
+/// `connection_init` / `connection_ack` handshake.
+async fn ws_connect(
+    addr: SocketAddr,
+    protocol: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut req = format!("ws://{addr}/graphql/ws")
         .into_client_request()
         .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
+    req.headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().expect("header"));
     let (mut ws, resp) = tokio_tungstenite::connect_async(req)
         .await
         .expect("connect");
-    assert_eq!(
-        resp.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
     ws.send(Message::text(
         json!({ "type": "connection_init" }).to_string(),
     ))
@@ -240,6 +237,14 @@ async fn websocket_endpoint_speaks_graphql_transport_ws() {
     let msg = ws.next().await.expect("a reply").expect("ok");
     let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
     assert_eq!(v["type"], "connection_ack");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_endpoint_speaks_graphql_transport_ws() {
+    let t = TestDb::new().await;
+    let addr = serve(&t).await;
+    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
 
     // Queries over the socket resolve nested, batched fields like HTTP ones.
     bughive_gateway::seed::run(
@@ -278,32 +283,7 @@ async fn websocket_endpoint_speaks_graphql_transport_ws() {
 async fn websocket_endpoint_speaks_legacy_graphql_ws() {
     let t = TestDb::new().await;
     let addr = serve(&t).await;
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-ws".parse().expect("header"),
-    );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-ws");
-    ws.send(Message::text(
-        json!({ "type": "connection_init" }).to_string(),
-    ))
-    .await
-    .expect("init");
-    let v: Value = serde_json::from_str(
-        ws.next()
-            .await
-            .expect("reply")
-            .expect("ok")
-            .to_text()
-            .expect("text"),
-    )
-    .expect("json");
-    assert_eq!(v["type"], "connection_ack");
+    let mut ws = ws_connect(addr, "graphql-ws").await;
     ws.send(Message::text(json!({ "id": "q", "type": "start", "payload": { "query": "{ sessions { totalCount } }" } }).to_string()))
         .await
         .expect("start");
