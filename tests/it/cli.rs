@@ -4,6 +4,17 @@ use std::process::{Command, Output};
 
 use crate::harness::TestDb;
 
+/// A small seed plan: 3 sessions x 4 pages x 2 bugs = 39 rows.
+const SEED: &[&str] = &[
+    "seed",
+    "--sessions",
+    "3",
+    "--pages-per-session",
+    "4",
+    "--bugs-per-page",
+    "2",
+];
+
 fn run(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
         .args(args)
@@ -40,18 +51,7 @@ async fn migrate_revert_seed_and_schema() {
     );
     assert_eq!(t.count(tables).await, 3);
 
-    let out = run(
-        &t.url,
-        &[
-            "seed",
-            "--sessions",
-            "3",
-            "--pages-per-session",
-            "4",
-            "--bugs-per-page",
-            "2",
-        ],
-    );
+    let out = run(&t.url, SEED);
     assert!(
         out.status.success(),
         "{}",
@@ -60,18 +60,7 @@ async fn migrate_revert_seed_and_schema() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 39 rows"));
     assert_eq!(t.count("SELECT count(*) FROM bugs").await, 24);
     // Deterministic ids: seeding again adds nothing.
-    let out = run(
-        &t.url,
-        &[
-            "seed",
-            "--sessions",
-            "3",
-            "--pages-per-session",
-            "4",
-            "--bugs-per-page",
-            "2",
-        ],
-    );
+    let out = run(&t.url, SEED);
     assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 0 rows"));
 
     let out = run(&t.url, &["schema"]);
