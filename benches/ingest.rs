@@ -67,8 +67,15 @@ async fn main() {
     pg.ensure_database("bench").await.expect("database");
     let url = pg.url("bench");
     run_migrations(&url).await.expect("migrate");
-    let db = Db::new(build_pool(&DbConfig::from_env(url).expect("config")).expect("pool"));
-    let app = router(AppState::new(bughive_gateway::graphql::build_schema(), db));
+    let db = Db::new(
+        build_pool(&DbConfig::from_env(url.clone()).expect("config")).expect("pool"),
+    );
+    let live = bughive_gateway::live::Live::start(url, db.scoped());
+    let app = router(AppState::new(
+        bughive_gateway::graphql::build_schema(),
+        db,
+        live,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -90,7 +90,9 @@ async fn serve_on(
         tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
     }
     let schema = crate::graphql::build_schema();
-    let app = router(AppState::new(schema, db.clone()));
+    let live = crate::live::Live::start(database.url.clone(), db.scoped());
+    let reaper = crate::jobs::reaper::spawn(db.scoped(), reap_interval()?);
+    let app = router(AppState::new(schema, db.clone(), live));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -103,8 +105,18 @@ async fn serve_on(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
+    reaper.abort();
     db.pool().close();
     Ok(())
+}
+
+/// How often this replica reaps expired job leases (`JOB_REAP_INTERVAL_MS`, default 5000).
+fn reap_interval() -> anyhow::Result<std::time::Duration> {
+    let ms = crate::config::env_num("JOB_REAP_INTERVAL_MS", 5_000u64)?;
+    if ms == 0 {
+        anyhow::bail!("JOB_REAP_INTERVAL_MS must be at least 1");
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -13,7 +13,7 @@ pub struct DbConfig {
     pub statement_timeout_ms: u64,
 }
 
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()

@@ -1,8 +1,8 @@
 //! bughive-gateway: a GraphQL gateway over PostgreSQL for autonomous-QA data.
 //!
-//! Layout: one module per domain (`sessions`, `pages`, `bugs`), each with its diesel `model`,
+//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`), each with its diesel `model`,
 //! its queries (`repo`), its batch `loaders` and its GraphQL types (`graphql`); shared plumbing
-//! lives in `db`, `graphql` and `http`.
+//! lives in `db`, `graphql` and `http`; `live` fans committed changes out to subscriptions.
 
 pub mod app;
 pub mod bugs;
@@ -11,6 +11,8 @@ pub mod db;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod jobs;
+pub mod live;
 pub mod pages;
 pub mod seed;
 pub mod sessions;

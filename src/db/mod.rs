@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod enums;
 pub mod json;
 pub mod lifecycle;
+pub mod listen;
 pub mod schema;
 pub mod sql;
 
@@ -30,12 +31,13 @@ pub type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnect
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// Opens one connection with the gateway's session settings. `statement_timeout` travels in the
-/// startup packet, so it costs no extra round trip and holds for every statement on it.
-pub async fn connect(
+/// The client settings of every connection the gateway opens. `statement_timeout` travels in
+/// the startup packet, so it costs no extra round trip and holds for every statement.
+pub fn pg_config(
     url: &str,
     statement_timeout_ms: u64,
-) -> diesel::ConnectionResult<AsyncPgConnection> {
+    application_name: &str,
+) -> diesel::ConnectionResult<tokio_postgres::Config> {
     let mut cfg = tokio_postgres::Config::from_str(url)
         .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
     let mut options = cfg.get_options().unwrap_or_default().to_string();
@@ -44,8 +46,17 @@ pub async fn connect(
     }
     cfg.options(options.trim());
     if cfg.get_application_name().is_none() {
-        cfg.application_name("bughive-gateway");
+        cfg.application_name(application_name);
     }
+    Ok(cfg)
+}
+
+/// Opens one pooled-style connection with the gateway's session settings.
+pub async fn connect(
+    url: &str,
+    statement_timeout_ms: u64,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let cfg = pg_config(url, statement_timeout_ms, "bughive-gateway")?;
     let (client, connection) = cfg
         .connect(tokio_postgres::NoTls)
         .await

@@ -42,6 +42,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        kind -> Text,
+        status -> Text,
+        session_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        progress -> Float8,
+        message -> Nullable<Text>,
+        attempts -> Int4,
+        max_attempts -> Int4,
+        run_after -> Timestamptz,
+        lease_seconds -> Int4,
+        lease_expires_at -> Nullable<Timestamptz>,
+        claimed_by -> Nullable<Text>,
+        result -> Nullable<Jsonb>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     pages (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -59,6 +83,7 @@ diesel::table! {
 
 diesel::joinable!(bugs -> crawl_sessions (session_id));
 diesel::joinable!(bugs -> pages (page_id));
+diesel::joinable!(jobs -> crawl_sessions (session_id));
 diesel::joinable!(pages -> crawl_sessions (session_id));
 
-diesel::allow_tables_to_appear_in_same_query!(bugs, crawl_sessions, pages,);
+diesel::allow_tables_to_appear_in_same_query!(bugs, crawl_sessions, jobs, pages,);

@@ -28,6 +28,10 @@ pub enum Bind {
     Json(serde_json::Value),
     Jsons(Vec<serde_json::Value>),
     Numeric(BigDecimal),
+    Bool(bool),
+    NullableText(Option<String>),
+    NullableUuid(Option<Uuid>),
+    NullableJson(Option<serde_json::Value>),
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +109,16 @@ impl QueryFragment<Pg> for Sql {
                     Bind::Json(v) => out.push_bind_param::<st::Jsonb, _>(v)?,
                     Bind::Jsons(v) => out.push_bind_param::<st::Array<st::Jsonb>, _>(v)?,
                     Bind::Numeric(v) => out.push_bind_param::<st::Numeric, _>(v)?,
+                    Bind::Bool(v) => out.push_bind_param::<st::Bool, _>(v)?,
+                    Bind::NullableText(v) => {
+                        out.push_bind_param::<st::Nullable<st::Text>, _>(v)?
+                    }
+                    Bind::NullableUuid(v) => {
+                        out.push_bind_param::<st::Nullable<st::Uuid>, _>(v)?
+                    }
+                    Bind::NullableJson(v) => {
+                        out.push_bind_param::<st::Nullable<st::Jsonb>, _>(v)?
+                    }
                 },
             }
         }

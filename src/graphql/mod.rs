@@ -11,26 +11,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
 use crate::bugs::graphql::{BugsMutation, BugsQuery};
 use crate::db::{Db, QueryStats};
+use crate::jobs::graphql::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::pages::graphql::{PagesMutation, PagesQuery};
-use crate::sessions::graphql::{SessionsMutation, SessionsQuery};
+use crate::sessions::graphql::{SessionsMutation, SessionsQuery, SessionsSubscription};
 use context::RequestCtx;
 
 #[derive(MergedObject, Default)]
-pub struct Query(SessionsQuery, PagesQuery, BugsQuery);
+pub struct Query(SessionsQuery, PagesQuery, BugsQuery, JobsQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(SessionsMutation, PagesMutation, BugsMutation);
+pub struct Mutation(SessionsMutation, PagesMutation, BugsMutation, JobsMutation);
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(SessionsSubscription, JobsSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 pub fn build_schema() -> AppSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription).finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
 }
 
 /// The SDL that `schema.graphql` must equal.

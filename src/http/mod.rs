@@ -2,12 +2,14 @@
 //! subscriptions, health and readiness.
 
 mod graphiql;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
+use async_graphql::http::WebSocketProtocols;
+use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::WebSocketUpgrade;
@@ -22,6 +24,7 @@ use tracing::Level;
 
 use crate::db::{Db, migrations_applied};
 use crate::graphql::{AppSchema, execute};
+use crate::live::Live;
 
 /// Response header carrying the number of SQL statements the request issued.
 pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
@@ -30,17 +33,35 @@ pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
 pub struct AppState {
     pub schema: AppSchema,
     pub db: Db,
+    /// This replica's fan-out of committed changes to subscriptions.
+    pub live: Live,
     /// Bounds how many GraphQL operations execute at once (`GRAPHQL_MAX_CONCURRENT`).
     limiter: Arc<Semaphore>,
+    /// Interval of WebSocket keep-alive messages (`WS_KEEPALIVE_SECS`, default 15).
+    ws_keepalive: Duration,
 }
 
 impl AppState {
-    pub fn new(schema: AppSchema, db: Db) -> Self {
+    pub fn new(schema: AppSchema, db: Db, live: Live) -> Self {
         AppState {
             schema,
             db,
+            live,
             limiter: Arc::new(Semaphore::new(max_concurrent())),
+            ws_keepalive: Duration::from_secs(
+                std::env::var("WS_KEEPALIVE_SECS")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .filter(|s| *s > 0)
+                    .unwrap_or(15),
+            ),
         }
+    }
+
+    /// Overrides the WebSocket keep-alive interval.
+    pub fn with_ws_keepalive(mut self, every: Duration) -> Self {
+        self.ws_keepalive = every;
+        self
     }
 }
 
@@ -103,24 +124,41 @@ async fn graphql_get(
 }
 
 /// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws). Each connection gets
-/// its own request context, so queries and mutations sent over the socket resolve like HTTP ones.
+/// its own request context, so queries and mutations sent over the socket resolve like HTTP ones,
+/// and the replica's live-update hub, which subscriptions read from.
 async fn graphql_ws(
     State(state): State<AppState>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(protocol) = ws_protocol(&headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must offer graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
+        .on_upgrade(move |socket| {
             let mut data = async_graphql::Data::default();
             data.insert(crate::graphql::context::RequestCtx::spawning(
                 state.db.scoped(),
             ));
-            GraphQLWebSocket::new(stream, state.schema.clone(), protocol)
-                .with_data(data)
-                .serve()
+            data.insert(state.live.clone());
+            ws::serve(socket, state.schema, protocol, data, state.ws_keepalive)
         })
         .into_response()
+}
+
+/// The first GraphQL subprotocol the client offers.
+fn ws_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().parse().ok())
 }
 
 async fn graphql_post(

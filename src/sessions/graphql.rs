@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, InputObject, Json, Object};
+use async_graphql::{Context, InputObject, Json, Object, Subscription};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, Stream, StreamExt};
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
@@ -16,6 +16,8 @@ use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Keyed, Window};
 use crate::graphql::context::{detached, req};
 use crate::graphql::scalars::Decimal;
+use crate::jobs::graphql::Job;
+use crate::live::{Update, live};
 use crate::pages::graphql::{Page, pages_connection};
 use crate::pages::loaders::{PageFilter, PageParent};
 use crate::pages::model::PageStatus;
@@ -292,5 +294,61 @@ impl SessionsMutation {
         })
         .await?;
         Ok(CrawlSession::from(row))
+    }
+}
+
+/// One message of `sessionProgress`: the session as committed, and what changed.
+pub struct SessionProgress(Update<SessionRow>);
+
+#[Object]
+impl SessionProgress {
+    /// The session's state after the change.
+    async fn session(&self) -> async_graphql::Result<CrawlSession> {
+        match &self.0.row {
+            Some(row) => Ok(CrawlSession(row.clone())),
+            None => Err(AppError::internal("session update without a row").into()),
+        }
+    }
+    /// `snapshot` (the first message), `status`, `pages`, `bugs`, `cost`, `updated`, `job` (one
+    /// of the session's jobs changed; see `job`), or `resync` (sent again after the gateway's
+    /// change listener reconnected).
+    async fn kind(&self) -> &str {
+        self.0.kind
+    }
+    /// When the change was written; for `snapshot` and `resync`, when the message was built.
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// The job whose change caused this message, for kind `job`.
+    async fn job(&self) -> Option<Job> {
+        self.0.job.clone().map(Job)
+    }
+}
+
+#[derive(Default)]
+pub struct SessionsSubscription;
+
+#[Subscription]
+impl SessionsSubscription {
+    /// The session's current state first, then one message per committed change of the session
+    /// or of its jobs. A subscriber that falls behind skips to the newest state; `NOT_FOUND` when
+    /// the session does not exist.
+    async fn session_progress(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Uuid,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SessionProgress>> + use<>>
+    {
+        let updates = live(ctx)?.watch_session(session_id).await?;
+        Ok(updates.map(move |u| {
+            if u.row.is_none() {
+                return Err(AppError::NotFound {
+                    entity: "session",
+                    id: session_id.to_string(),
+                }
+                .into());
+            }
+            Ok(SessionProgress(u))
+        }))
     }
 }

@@ -17,7 +17,7 @@ db_enum!(SessionStatus {
     Cancelled => "cancelled",
 });
 
-#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, QueryableByName, Insertable)]
 #[diesel(table_name = crawl_sessions, check_for_backend(diesel::pg::Pg))]
 pub struct SessionRow {
     pub id: Uuid,

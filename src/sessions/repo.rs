@@ -92,6 +92,26 @@ pub async fn transition(
     to: SessionStatus,
     error: Option<String>,
 ) -> AppResult<SessionRow> {
+    SESSION_LIFECYCLE
+        .apply(conn, transition_sql(id, to, error), id, to)
+        .await
+}
+
+/// The same conditional move, for moves that follow from another entity's (a crawl job's): a
+/// session whose status does not allow it is left alone and `None` is returned.
+pub async fn try_transition(
+    conn: &mut Conn,
+    id: Uuid,
+    to: SessionStatus,
+    error: Option<String>,
+) -> AppResult<Option<SessionRow>> {
+    Ok(transition_sql(id, to, error)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+fn transition_sql(id: Uuid, to: SessionStatus, error: Option<String>) -> Sql {
     let mut q = Sql::new("UPDATE crawl_sessions SET status = ");
     q.bind(Bind::Text(to.as_db().into()));
     match to {
@@ -107,7 +127,7 @@ pub async fn transition(
         .push(" AND status = ANY(")
         .bind(Bind::Texts(SESSION_LIFECYCLE.allowed_from(to)))
         .push(") RETURNING *");
-    SESSION_LIFECYCLE.apply(conn, q, id, to).await
+    q
 }
 
 /// The largest value NUMERIC(10,4) holds.

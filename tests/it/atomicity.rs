@@ -6,10 +6,10 @@ use crate::harness::TestDb;
 use crate::mutations::{bug, create_session, record, report, start};
 
 /// A digest of every row of every table.
-async fn snapshot(t: &TestDb) -> String {
+pub async fn snapshot(t: &TestDb) -> String {
     let c = t.raw().await;
     let mut out = String::new();
-    for table in ["crawl_sessions", "pages", "bugs"] {
+    for table in ["crawl_sessions", "pages", "bugs", "jobs"] {
         let row = c
             .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM {table} t"), &[])
             .await

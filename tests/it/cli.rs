@@ -27,15 +27,18 @@ fn run(url: &str, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_revert_seed_and_schema() {
     let t = TestDb::new().await;
-    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('crawl_sessions', 'pages', 'bugs')";
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('crawl_sessions', 'pages', 'bugs', 'jobs')";
 
-    let out = run(&t.url, &["migrate", "--revert"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(t.count(tables).await, 0);
+    // Newest first: the jobs migration, then the core schema.
+    for left in [3, 0] {
+        let out = run(&t.url, &["migrate", "--revert"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(t.count(tables).await, left);
+    }
     let out = run(&t.url, &["migrate", "--revert"]);
     assert!(
         !out.status.success(),
@@ -49,7 +52,7 @@ async fn migrate_revert_seed_and_schema() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(t.count(tables).await, 3);
+    assert_eq!(t.count(tables).await, 4);
 
     let out = run(&t.url, SEED);
     assert!(

@@ -9,6 +9,8 @@ use bughive_gateway::config::DbConfig;
 use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
 use bughive_gateway::db::{Db, build_pool, run_migrations};
 use bughive_gateway::graphql::{AppSchema, build_schema, execute};
+use bughive_gateway::http::{AppState, router};
+use bughive_gateway::live::Live;
 use serde_json::Value;
 
 pub struct Cluster {
@@ -227,6 +229,27 @@ impl TestDb {
         let (v, _) = self.gql(query, variables).await;
         assert!(v.get("errors").is_none(), "unexpected errors: {v:#}");
         v["data"].clone()
+    }
+
+    /// Serves the gateway for this database on a loopback port, as `serve` would: HTTP, the
+    /// WebSocket endpoint and a live-update hub with its own listener connection.
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        self.serve_with(|s| s).await
+    }
+
+    /// Like [`serve`](Self::serve), with the application state adjusted first.
+    pub async fn serve_with(
+        &self,
+        adjust: impl FnOnce(AppState) -> AppState,
+    ) -> std::net::SocketAddr {
+        let live = Live::start(self.url.clone(), self.db.scoped());
+        let app = router(adjust(AppState::new(self.schema.clone(), self.db.clone(), live)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
     }
 
     /// A raw connection for assertions that bypass the gateway.

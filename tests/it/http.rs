@@ -12,13 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::harness::TestDb;
 
 async fn serve(t: &TestDb) -> SocketAddr {
-    let app = router(AppState::new(t.schema.clone(), t.db.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    t.serve().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,10 +181,12 @@ async fn health_and_readiness() {
         statement_timeout_ms: 1000,
     })
     .expect("pool");
-    let app = router(AppState::new(
-        t.schema.clone(),
-        bughive_gateway::db::Db::new(pool),
-    ));
+    let db = bughive_gateway::db::Db::new(pool);
+    let live = bughive_gateway::live::Live::start(
+        "host=/nonexistent-bughive dbname=x user=x".into(),
+        db.clone(),
+    );
+    let app = router(AppState::new(t.schema.clone(), db, live));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -8,6 +8,8 @@ mod cli;
 mod embedded;
 mod errors;
 mod http;
+mod jobs;
+mod live;
 mod migrations;
 mod mutations;
 mod races;

@@ -15,7 +15,11 @@ async fn migrations_go_down_and_up_again() {
         .expect("redo");
     assert!(down >= 1);
     assert_eq!(down, up);
-    assert_eq!(t.count("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('crawl_sessions', 'pages', 'bugs')").await, 3);
+    assert_eq!(t.count("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('crawl_sessions', 'pages', 'bugs', 'jobs')").await, 4);
+    assert_eq!(
+        t.count("SELECT count(*) FROM pg_trigger WHERE tgname IN ('jobs_notify', 'crawl_sessions_notify')").await,
+        2
+    );
     assert!(
         bughive_gateway::db::migrations_applied(&t.db)
             .await
@@ -39,6 +43,12 @@ async fn the_database_enforces_enums_and_checks() {
         "INSERT INTO bugs (session_id, title, category, priority, confidence) VALUES ('00000000-0000-0000-0000-0000000000aa', 't', 'ui_ux', 'high', 1.5)",
         "INSERT INTO bugs (session_id, title, category, priority, confidence) VALUES ('00000000-0000-0000-0000-0000000000aa', 't', 'ux', 'high', 0.5)",
         "INSERT INTO bugs (session_id, title, category, priority, confidence) VALUES ('00000000-0000-0000-0000-0000000000aa', 't', 'ui_ux', 'urgent', 0.5)",
+        "INSERT INTO jobs (id, kind, status) VALUES (gen_random_uuid(), 'crawl', 'PENDING')",
+        "INSERT INTO jobs (id, kind) VALUES (gen_random_uuid(), '')",
+        "INSERT INTO jobs (id, kind, progress) VALUES (gen_random_uuid(), 'x', 1.5)",
+        "INSERT INTO jobs (id, kind, status) VALUES (gen_random_uuid(), 'x', 'running')",
+        "INSERT INTO jobs (id, kind, attempts, max_attempts) VALUES (gen_random_uuid(), 'x', 4, 3)",
+        "INSERT INTO jobs (id, kind, session_id) VALUES (gen_random_uuid(), 'x', '00000000-0000-0000-0000-0000000000bb')",
     ] {
         assert!(c.batch_execute(bad).await.is_err(), "accepted: {bad}");
     }
@@ -62,6 +72,23 @@ async fn the_database_enforces_enums_and_checks() {
         .await
         .expect("delete");
     assert_eq!(t.count("SELECT count(*) FROM pages").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_keep_their_history_when_the_session_goes() {
+    let t = TestDb::new().await;
+    let c = t.raw().await;
+    c.batch_execute(
+        "INSERT INTO crawl_sessions (id, base_url) VALUES ('00000000-0000-0000-0000-0000000000aa', 'https://x.test');
+         INSERT INTO jobs (id, kind, session_id) VALUES (gen_random_uuid(), 'crawl', '00000000-0000-0000-0000-0000000000aa');
+         DELETE FROM crawl_sessions;",
+    )
+    .await
+    .expect("set up");
+    assert_eq!(
+        t.count("SELECT count(*) FROM jobs WHERE session_id IS NULL").await,
+        1
+    );
 }
 
 /// `table name -> [(column, type, nullable)]` as `diesel print-schema` would write it.

@@ -1,0 +1,292 @@
+//! Job queries. Every move is one conditional `UPDATE … WHERE status = ANY(allowed_from)`; a
+//! crawl job's session moves in the same transaction.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::model::{JOB_LIFECYCLE, JobRow, JobStatus, retry_backoff_base_ms};
+use crate::db::Conn;
+use crate::db::schema::jobs::dsl as j;
+use crate::db::sql::{Bind, Sql};
+use crate::error::{AppError, AppResult};
+use crate::sessions::model::SessionStatus;
+use crate::sessions::repo as sessions;
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> AppResult<Vec<JobRow>> {
+    Ok(j::jobs
+        .filter(j::id.eq_any(ids))
+        .select(JobRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub struct NewJob {
+    pub kind: String,
+    pub session_id: Option<Uuid>,
+    pub payload: serde_json::Value,
+    pub max_attempts: i32,
+}
+
+/// Creates a PENDING job. A crawl job may only be queued for a session that is still PENDING or
+/// RUNNING; the session row is locked until commit so it cannot end in between.
+pub async fn enqueue(conn: &mut Conn, job: NewJob) -> AppResult<JobRow> {
+    conn.transaction::<JobRow, AppError, _>(async move |c| {
+        if let Some(sid) = job.session_id {
+            if job.kind == super::model::CRAWL_KIND {
+                crate::pages::repo::lock_ingesting_session(c, sid, "enqueueJob").await?;
+            } else if sessions::by_ids(c, &[sid]).await?.is_empty() {
+                return Err(AppError::NotFound {
+                    entity: "session",
+                    id: sid.to_string(),
+                });
+            }
+        }
+        let mut q = Sql::new(
+            "INSERT INTO jobs (id, kind, session_id, payload, max_attempts) VALUES (",
+        );
+        q.bind(Bind::Uuid(Uuid::now_v7()))
+            .push(", ")
+            .bind(Bind::Text(job.kind))
+            .push(", ")
+            .bind(Bind::NullableUuid(job.session_id))
+            .push(", ")
+            .bind(Bind::Json(job.payload))
+            .push(", ")
+            .bind(Bind::Int(job.max_attempts))
+            .push(") RETURNING *");
+        Ok(q.get_result(c).await?)
+    })
+    .await
+}
+
+/// Claims the oldest claimable PENDING job of `kinds`: `FOR UPDATE SKIP LOCKED`, so concurrent
+/// workers never wait on, or both get, the same job. Claiming a crawl job starts its session in
+/// the same transaction; a crawl job whose session already ended is cancelled instead and the
+/// next job is tried.
+pub async fn claim(
+    conn: &mut Conn,
+    kinds: Vec<String>,
+    lease_seconds: i32,
+    worker: Option<String>,
+) -> AppResult<Option<JobRow>> {
+    conn.transaction::<Option<JobRow>, AppError, _>(async move |c| {
+        for _ in 0..16 {
+            let mut q = Sql::new(
+                "WITH next AS (SELECT id FROM jobs WHERE status = 'pending' AND kind = ANY(",
+            );
+            q.bind(Bind::Texts(kinds.clone()))
+                .push(
+                    ") AND run_after <= now() ORDER BY created_at, id LIMIT 1 \
+                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                     lease_seconds = ",
+                )
+                .bind(Bind::Int(lease_seconds))
+                .push(", lease_expires_at = now() + make_interval(secs => ")
+                .bind(Bind::Int(lease_seconds))
+                .push("), claimed_by = ")
+                .bind(Bind::NullableText(worker.clone()))
+                .push(
+                    ", started_at = coalesce(started_at, now()), error = NULL \
+                     FROM next WHERE jobs.id = next.id AND jobs.status = ANY(",
+                )
+                .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Running)))
+                .push(") RETURNING jobs.*");
+            let Some(job) = q.get_result::<JobRow>(c).await.optional()? else {
+                return Ok(None);
+            };
+            let Some(sid) = job.driven_session() else {
+                return Ok(Some(job));
+            };
+            if sessions::try_transition(c, sid, SessionStatus::Running, None)
+                .await?
+                .is_some()
+            {
+                return Ok(Some(job));
+            }
+            let current = crate::sessions::model::SESSION_LIFECYCLE
+                .current(c, sid)
+                .await?;
+            match current {
+                Some(SessionStatus::Running) => return Ok(Some(job)),
+                // The session ended (or vanished) before its crawl ran: nothing left to drive.
+                other => {
+                    let why = match other {
+                        Some(s) => format!("session is {}", s.as_graphql()),
+                        None => "session no longer exists".into(),
+                    };
+                    let mut q = Sql::new(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = now(), \
+                         lease_expires_at = NULL, error = ",
+                    );
+                    q.bind(Bind::Text(why))
+                        .push(" WHERE id = ")
+                        .bind(Bind::Uuid(job.id));
+                    q.execute(c).await?;
+                }
+            }
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// Extends the lease by its original length and records progress; RUNNING jobs only.
+pub async fn heartbeat(
+    conn: &mut Conn,
+    id: Uuid,
+    progress: f64,
+    message: Option<String>,
+) -> AppResult<JobRow> {
+    let mut q = Sql::new("UPDATE jobs SET progress = ");
+    q.bind(Bind::Float(progress))
+        .push(", message = coalesce(")
+        .bind(Bind::NullableText(message))
+        .push(
+            ", message), lease_expires_at = now() + make_interval(secs => lease_seconds) \
+             WHERE id = ",
+        )
+        .bind(Bind::Uuid(id))
+        .push(" AND status = ANY(")
+        .bind(Bind::Texts(vec![JobStatus::Running.as_db().into()]))
+        .push(") RETURNING *");
+    if let Some(job) = q.get_result::<JobRow>(conn).await.optional()? {
+        return Ok(job);
+    }
+    // Not a move (the job stays RUNNING): a refusal names the action, like `recordPages` does.
+    match JOB_LIFECYCLE.current(conn, id).await? {
+        None => Err(AppError::NotFound {
+            entity: "job",
+            id: id.to_string(),
+        }),
+        Some(from) => Err(AppError::InvalidTransition {
+            entity: "job",
+            from: from.as_graphql(),
+            to: "heartbeatJob".into(),
+        }),
+    }
+}
+
+/// RUNNING → COMPLETED with its result; a crawl job completes its session too.
+pub async fn complete(
+    conn: &mut Conn,
+    id: Uuid,
+    result: Option<serde_json::Value>,
+) -> AppResult<JobRow> {
+    conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let mut q = Sql::new(
+            "UPDATE jobs SET status = 'completed', progress = 1, finished_at = now(), \
+             lease_expires_at = NULL, result = ",
+        );
+        q.bind(Bind::NullableJson(result))
+            .push(" WHERE id = ")
+            .bind(Bind::Uuid(id))
+            .push(" AND status = ANY(")
+            .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Completed)))
+            .push(") RETURNING *");
+        let job: JobRow = JOB_LIFECYCLE
+            .apply(c, q, id, JobStatus::Completed)
+            .await?;
+        if let Some(sid) = job.driven_session() {
+            sessions::try_transition(c, sid, SessionStatus::Completed, None).await?;
+        }
+        Ok(job)
+    })
+    .await
+}
+
+/// RUNNING → PENDING after a backoff when `retry` is asked and attempts remain, otherwise
+/// RUNNING → FAILED (a crawl job then fails its session with the same error). The choice is made
+/// by the one conditional statement, on the row's own `attempts`.
+pub async fn fail(conn: &mut Conn, id: Uuid, error: String, retry: bool) -> AppResult<JobRow> {
+    conn.transaction::<JobRow, AppError, _>(async move |c| {
+        // Retry when asked and attempts remain; the backoff doubles with each attempt.
+        let mut q = Sql::new("UPDATE jobs SET status = CASE WHEN ");
+        q.bind(Bind::Bool(retry))
+            .push(
+                " AND attempts < max_attempts THEN 'pending' ELSE 'failed' END, \
+                 run_after = now() + make_interval(secs => least(",
+            )
+            .bind(Bind::BigInt(retry_backoff_base_ms()))
+            .push(
+                " * power(2, attempts - 1), 300000) / 1000.0), \
+                 finished_at = CASE WHEN ",
+            )
+            .bind(Bind::Bool(retry))
+            .push(
+                " AND attempts < max_attempts THEN NULL ELSE now() END, \
+                 lease_expires_at = NULL, claimed_by = NULL, error = ",
+            )
+            .bind(Bind::Text(error.clone()))
+            .push(" WHERE id = ")
+            .bind(Bind::Uuid(id))
+            .push(" AND status = ANY(")
+            .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Failed)))
+            .push(") RETURNING *");
+        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Failed).await?;
+        if job.status == JobStatus::Failed
+            && let Some(sid) = job.driven_session()
+        {
+            sessions::try_transition(c, sid, SessionStatus::Failed, Some(error)).await?;
+        }
+        Ok(job)
+    })
+    .await
+}
+
+/// PENDING or RUNNING → CANCELLED; a crawl job cancels its session too, when it has not ended.
+pub async fn cancel(conn: &mut Conn, id: Uuid) -> AppResult<JobRow> {
+    conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let mut q = Sql::new(
+            "UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL \
+             WHERE id = ",
+        );
+        q.bind(Bind::Uuid(id))
+            .push(" AND status = ANY(")
+            .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Cancelled)))
+            .push(") RETURNING *");
+        let job: JobRow = JOB_LIFECYCLE
+            .apply(c, q, id, JobStatus::Cancelled)
+            .await?;
+        if let Some(sid) = job.driven_session() {
+            sessions::try_transition(c, sid, SessionStatus::Cancelled, None).await?;
+        }
+        Ok(job)
+    })
+    .await
+}
+
+/// Returns RUNNING jobs whose lease expired to PENDING (attempts remain) or FAILED, at most
+/// `limit` per call. Rows are taken with `FOR UPDATE SKIP LOCKED`, so reapers on several
+/// replicas split the work instead of racing for it, and a job that a worker is finishing at
+/// this moment is left to that worker. Failed crawl jobs fail their sessions.
+pub async fn reap_expired(conn: &mut Conn, limit: i64) -> AppResult<Vec<JobRow>> {
+    conn.transaction::<Vec<JobRow>, AppError, _>(async move |c| {
+        let mut q = Sql::new(
+            "WITH expired AS (SELECT id FROM jobs WHERE status = 'running' \
+             AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT ",
+        );
+        q.bind(Bind::BigInt(limit)).push(
+            " FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET status = CASE WHEN attempts < max_attempts \
+             THEN 'pending' ELSE 'failed' END, \
+             finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END, \
+             run_after = now(), lease_expires_at = NULL, claimed_by = NULL, \
+             error = 'lease expired after attempt ' || attempts \
+             FROM expired WHERE jobs.id = expired.id AND jobs.status = 'running' \
+             RETURNING jobs.*",
+        );
+        let reaped: Vec<JobRow> = q.load(c).await?;
+        for job in &reaped {
+            if job.status == JobStatus::Failed
+                && let Some(sid) = job.driven_session()
+            {
+                sessions::try_transition(c, sid, SessionStatus::Failed, job.error.clone())
+                    .await?;
+            }
+        }
+        Ok(reaped)
+    })
+    .await
+}
