@@ -67,9 +67,7 @@ async fn main() {
     pg.ensure_database("bench").await.expect("database");
     let url = pg.url("bench");
     run_migrations(&url).await.expect("migrate");
-    let db = Db::new(
-        build_pool(&DbConfig::from_env(url.clone()).expect("config")).expect("pool"),
-    );
+    let db = Db::new(build_pool(&DbConfig::from_env(url.clone()).expect("config")).expect("pool"));
     let live = bughive_gateway::live::Live::start(url, db.scoped());
     let app = router(AppState::new(
         bughive_gateway::graphql::build_schema(),

@@ -37,6 +37,8 @@ pub enum Heard {
     /// The connection was (re)established and is listening: anything may have changed while it
     /// was down, so every watched row must be loaded again.
     Listening,
+    /// The connection was lost; changes are not heard until `Listening` comes again.
+    Lost,
 }
 
 /// How often an idle listener checks that its connection still answers.
@@ -47,7 +49,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub async fn run(url: String, out: UnboundedSender<Heard>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&url, &out).await {
+        let result = listen_once(&url, &out).await;
+        if out.send(Heard::Lost).is_err() {
+            return;
+        }
+        match result {
             Ok(()) => return,
             Err(ListenError::Connect(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
@@ -72,13 +78,11 @@ enum ListenError {
 async fn listen_once(url: &str, out: &UnboundedSender<Heard>) -> Result<(), ListenError> {
     let cfg = super::pg_config(url, 0, "bughive-gateway listener")
         .map_err(|e| ListenError::Connect(e.to_string()))?;
-    let (client, mut connection) = tokio::time::timeout(
-        Duration::from_secs(10),
-        cfg.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| ListenError::Connect("connect timed out".into()))?
-    .map_err(|e| ListenError::Connect(e.to_string()))?;
+    let (client, mut connection) =
+        tokio::time::timeout(Duration::from_secs(10), cfg.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| ListenError::Connect("connect timed out".into()))?
+            .map_err(|e| ListenError::Connect(e.to_string()))?;
 
     // The connection object yields the notifications; it runs on its own task.
     let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<Note>();
@@ -86,16 +90,17 @@ async fn listen_once(url: &str, out: &UnboundedSender<Heard>) -> Result<(), List
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(msg) = messages.next().await {
             match msg {
-                Ok(AsyncMessage::Notification(n)) => match serde_json::from_str::<Note>(n.payload())
-                {
-                    Ok(note) => {
-                        if tx.send(note).is_err() {
-                            return Ok(());
+                Ok(AsyncMessage::Notification(n)) => {
+                    match serde_json::from_str::<Note>(n.payload()) {
+                        Ok(note) => {
+                            if tx.send(note).is_err() {
+                                return Ok(());
+                            }
                         }
-                    }
-                    Err(e) => tracing::warn!(payload = n.payload(), error = %e,
+                        Err(e) => tracing::warn!(payload = n.payload(), error = %e,
                         "ignoring a malformed change notification"),
-                },
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => return Err(e.to_string()),
             }
@@ -113,7 +118,8 @@ async fn listen_once(url: &str, out: &UnboundedSender<Heard>) -> Result<(), List
         return Ok(());
     }
 
-    let mut health = tokio::time::interval_at(tokio::time::Instant::now() + HEALTH_CHECK, HEALTH_CHECK);
+    let mut health =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEALTH_CHECK, HEALTH_CHECK);
     loop {
         tokio::select! {
             note = notes.recv() => match note {

@@ -110,12 +110,8 @@ impl QueryFragment<Pg> for Sql {
                     Bind::Jsons(v) => out.push_bind_param::<st::Array<st::Jsonb>, _>(v)?,
                     Bind::Numeric(v) => out.push_bind_param::<st::Numeric, _>(v)?,
                     Bind::Bool(v) => out.push_bind_param::<st::Bool, _>(v)?,
-                    Bind::NullableText(v) => {
-                        out.push_bind_param::<st::Nullable<st::Text>, _>(v)?
-                    }
-                    Bind::NullableUuid(v) => {
-                        out.push_bind_param::<st::Nullable<st::Uuid>, _>(v)?
-                    }
+                    Bind::NullableText(v) => out.push_bind_param::<st::Nullable<st::Text>, _>(v)?,
+                    Bind::NullableUuid(v) => out.push_bind_param::<st::Nullable<st::Uuid>, _>(v)?,
                     Bind::NullableJson(v) => {
                         out.push_bind_param::<st::Nullable<st::Jsonb>, _>(v)?
                     }

@@ -240,7 +240,11 @@ async fn health() -> impl IntoResponse {
 async fn ready(State(state): State<AppState>) -> Response {
     let check = tokio::time::timeout(Duration::from_secs(1), migrations_applied(&state.db)).await;
     match check {
-        Ok(Ok(true)) => (StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response(),
+        Ok(Ok(true)) => (
+            StatusCode::OK,
+            axum::Json(json!({ "status": "ready", "listening": state.live.is_listening() })),
+        )
+            .into_response(),
         Ok(Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "status": "unavailable", "reason": "migrations pending" })),

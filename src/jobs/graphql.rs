@@ -117,7 +117,10 @@ pub struct EnqueueJobInput {
 
 fn validate_kind(field: &str, kind: &str) -> AppResult<()> {
     if kind.trim().is_empty() {
-        return Err(AppError::bad_field(field, format!("{field} must not be empty")));
+        return Err(AppError::bad_field(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if kind.chars().count() > MAX_KIND_LEN {
         return Err(AppError::bad_field(
@@ -172,8 +175,9 @@ impl JobsMutation {
         ctx: &Context<'_>,
         kinds: Vec<String>,
         #[graphql(default = 60)] lease_seconds: i32,
-        #[graphql(desc = "A name for the claiming worker, stored as `claimedBy`.")]
-        worker: Option<String>,
+        #[graphql(desc = "A name for the claiming worker, stored as `claimedBy`.")] worker: Option<
+            String,
+        >,
     ) -> async_graphql::Result<Option<Job>> {
         if kinds.is_empty() {
             return Err(AppError::bad_field("kinds", "kinds must not be empty").into());

@@ -42,9 +42,8 @@ pub async fn enqueue(conn: &mut Conn, job: NewJob) -> AppResult<JobRow> {
                 });
             }
         }
-        let mut q = Sql::new(
-            "INSERT INTO jobs (id, kind, session_id, payload, max_attempts) VALUES (",
-        );
+        let mut q =
+            Sql::new("INSERT INTO jobs (id, kind, session_id, payload, max_attempts) VALUES (");
         q.bind(Bind::Uuid(Uuid::now_v7()))
             .push(", ")
             .bind(Bind::Text(job.kind))
@@ -183,11 +182,11 @@ pub async fn complete(
             .push(" WHERE id = ")
             .bind(Bind::Uuid(id))
             .push(" AND status = ANY(")
-            .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Completed)))
+            .bind(Bind::Texts(
+                JOB_LIFECYCLE.allowed_from(JobStatus::Completed),
+            ))
             .push(") RETURNING *");
-        let job: JobRow = JOB_LIFECYCLE
-            .apply(c, q, id, JobStatus::Completed)
-            .await?;
+        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Completed).await?;
         if let Some(sid) = job.driven_session() {
             sessions::try_transition(c, sid, SessionStatus::Completed, None).await?;
         }
@@ -244,11 +243,11 @@ pub async fn cancel(conn: &mut Conn, id: Uuid) -> AppResult<JobRow> {
         );
         q.bind(Bind::Uuid(id))
             .push(" AND status = ANY(")
-            .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Cancelled)))
+            .bind(Bind::Texts(
+                JOB_LIFECYCLE.allowed_from(JobStatus::Cancelled),
+            ))
             .push(") RETURNING *");
-        let job: JobRow = JOB_LIFECYCLE
-            .apply(c, q, id, JobStatus::Cancelled)
-            .await?;
+        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Cancelled).await?;
         if let Some(sid) = job.driven_session() {
             sessions::try_transition(c, sid, SessionStatus::Cancelled, None).await?;
         }
@@ -282,8 +281,7 @@ pub async fn reap_expired(conn: &mut Conn, limit: i64) -> AppResult<Vec<JobRow>>
             if job.status == JobStatus::Failed
                 && let Some(sid) = job.driven_session()
             {
-                sessions::try_transition(c, sid, SessionStatus::Failed, job.error.clone())
-                    .await?;
+                sessions::try_transition(c, sid, SessionStatus::Failed, job.error.clone()).await?;
             }
         }
         Ok(reaped)

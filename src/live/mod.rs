@@ -82,6 +82,8 @@ struct Inner {
     signals: UnboundedSender<Signal>,
     /// Row loads the hub has run; tests read it to prove one load serves many subscribers.
     loads: std::sync::atomic::AtomicU64,
+    /// Whether the listener connection is up and listening.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 /// The replica's live-update hub. Cheap to clone; the tasks stop when the last clone is dropped.
@@ -111,6 +113,7 @@ impl Live {
             sessions: Mutex::default(),
             signals: signals.clone(),
             loads: Default::default(),
+            listening: Default::default(),
         });
         let (heard_tx, mut heard_rx) = unbounded_channel::<Heard>();
         let forward = tokio::spawn(async move {
@@ -128,13 +131,23 @@ impl Live {
         }
     }
 
+    /// True while the listener connection is up; `/ready` reports it.
+    pub fn is_listening(&self) -> bool {
+        self.inner
+            .listening
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Row loads run so far.
     pub fn loads(&self) -> u64 {
         self.inner.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The job's current state, then its committed changes. `NOT_FOUND` if it does not exist.
-    pub async fn watch_job(&self, id: Uuid) -> AppResult<impl Stream<Item = Update<JobRow>> + use<>> {
+    pub async fn watch_job(
+        &self,
+        id: Uuid,
+    ) -> AppResult<impl Stream<Item = Update<JobRow>> + use<>> {
         let rx = subscribe(&self.inner.jobs, id);
         self.watch(Topic::Job(id), "job", rx).await
     }
@@ -311,17 +324,32 @@ impl Dirty {
             Signal::Refresh(Topic::Session(id)) => {
                 self.sessions.entry(id).or_insert(snapshot);
             }
+            Signal::Heard(Heard::Lost) => {
+                inner
+                    .listening
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             Signal::Heard(Heard::Listening) => {
+                inner
+                    .listening
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let resync = Reason {
                     kind: "resync",
                     job: None,
                     forced: true,
                 };
+                // A subscriber still waiting for its first state gets it as a snapshot.
+                let mark = |r: &mut Reason| {
+                    r.forced = true;
+                    if r.kind != "snapshot" {
+                        r.kind = "resync";
+                    }
+                };
                 for id in lock(&inner.jobs).keys() {
-                    self.jobs.insert(*id, resync);
+                    self.jobs.entry(*id).and_modify(mark).or_insert(resync);
                 }
                 for id in lock(&inner.sessions).keys() {
-                    self.sessions.insert(*id, resync);
+                    self.sessions.entry(*id).and_modify(mark).or_insert(resync);
                 }
             }
             Signal::Heard(Heard::Note(note)) => {

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use async_graphql::{Context, InputObject, Json, Object, Subscription};
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
-use futures_util::{FutureExt, Stream, StreamExt};
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, Stream, StreamExt};
 use uuid::Uuid;
 
 use super::loaders::SessionId;

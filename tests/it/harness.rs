@@ -196,7 +196,15 @@ impl TestDb {
             &format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", c.template),
         )
         .await;
-        let url = c.url(&name);
+        Self::on_url_with_pool(c.url(&name), size, timeout_ms)
+    }
+
+    /// A handle on an existing, migrated database (one the test manages itself).
+    pub fn on_url(url: String) -> Self {
+        Self::on_url_with_pool(url, 10, 5_000)
+    }
+
+    fn on_url_with_pool(url: String, size: usize, timeout_ms: u64) -> Self {
         let db = Db::new(
             build_pool(&DbConfig {
                 url: url.clone(),
@@ -243,7 +251,18 @@ impl TestDb {
         adjust: impl FnOnce(AppState) -> AppState,
     ) -> std::net::SocketAddr {
         let live = Live::start(self.url.clone(), self.db.scoped());
-        let app = router(adjust(AppState::new(self.schema.clone(), self.db.clone(), live)));
+        // Subscriptions opened before the listener is up would get an extra `resync` message.
+        for _ in 0..1000 {
+            if live.is_listening() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let app = router(adjust(AppState::new(
+            self.schema.clone(),
+            self.db.clone(),
+            live,
+        )));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -276,4 +295,69 @@ pub fn code(v: &Value) -> &str {
     v["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or("<none>")
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `/graphql/ws` with one subprotocol, checks the server chose it, and completes the
+/// `connection_init` / `connection_ack` handshake.
+pub async fn ws_connect(addr: std::net::SocketAddr, protocol: &str) -> Ws {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().expect("header"));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    ws.send(Message::text(
+        serde_json::json!({ "type": "connection_init" }).to_string(),
+    ))
+    .await
+    .expect("init");
+    let v = ws_next(&mut ws).await;
+    assert_eq!(v["type"], "connection_ack");
+    ws
+}
+
+/// The next protocol message other than a keep-alive, within ten seconds.
+pub async fn ws_next(ws: &mut Ws) -> Value {
+    use futures::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("socket ok");
+        let Ok(text) = msg.to_text() else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(text).expect("json message");
+        if v["type"] == "ping" || v["type"] == "ka" || v["type"] == "pong" {
+            continue;
+        }
+        return v;
+    }
+}
+
+/// Sends one subscribe (graphql-transport-ws) or start (legacy graphql-ws) message.
+pub async fn ws_subscribe(ws: &mut Ws, protocol: &str, id: &str, query: &str, variables: Value) {
+    use futures::SinkExt;
+    let ty = if protocol == "graphql-ws" {
+        "start"
+    } else {
+        "subscribe"
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        serde_json::json!({ "id": id, "type": ty, "payload": { "query": query, "variables": variables } })
+            .to_string(),
+    ))
+    .await
+    .expect("subscribe");
 }

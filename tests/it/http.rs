@@ -7,9 +7,8 @@ use bughive_gateway::http::{AppState, SQL_STATEMENTS_HEADER, router};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::harness::TestDb;
+use crate::harness::{TestDb, ws_connect};
 
 async fn serve(t: &TestDb) -> SocketAddr {
     t.serve().await
@@ -208,32 +207,6 @@ async fn health_and_readiness() {
         .await
         .expect("health");
     assert_eq!(r.status(), 200);
-}
-
-/// Opens `/graphql/ws` with one subprotocol, checks the server chose it, and completes the
-/// `connection_init` / `connection_ack` handshake.
-async fn ws_connect(
-    addr: SocketAddr,
-    protocol: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut()
-        .insert("sec-websocket-protocol", protocol.parse().expect("header"));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
-    ws.send(Message::text(
-        json!({ "type": "connection_init" }).to_string(),
-    ))
-    .await
-    .expect("init");
-    let msg = ws.next().await.expect("a reply").expect("ok");
-    let v: Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
-    assert_eq!(v["type"], "connection_ack");
-    ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

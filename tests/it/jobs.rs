@@ -15,8 +15,11 @@ pub async fn enqueue(t: &TestDb, kind: &str, session: Option<&str>, max_attempts
     let q = format!(
         "mutation($kind: String!, $sid: UUID, $max: Int!) {{ enqueueJob(input: {{ kind: $kind, sessionId: $sid, payload: {{ url: \"https://a.test/\" }}, maxAttempts: $max }}) {{ {JOB} }} }}"
     );
-    t.ok(&q, json!({ "kind": kind, "sid": session, "max": max_attempts }))
-        .await["enqueueJob"]
+    t.ok(
+        &q,
+        json!({ "kind": kind, "sid": session, "max": max_attempts }),
+    )
+    .await["enqueueJob"]
         .clone()
 }
 
@@ -82,7 +85,10 @@ async fn a_job_moves_from_queue_to_done() {
             "SELECT extract(epoch FROM lease_expires_at)::bigint * 1000000 + extract(microseconds FROM lease_expires_at)::bigint FROM jobs WHERE id = '{job}'"
         ))
         .await;
-    assert!(lease_after >= lease_before, "the heartbeat extends the lease");
+    assert!(
+        lease_after >= lease_before,
+        "the heartbeat extends the lease"
+    );
     // A heartbeat without a message keeps the last one.
     let v = run(
         &t,
@@ -116,11 +122,21 @@ async fn a_job_moves_from_queue_to_done() {
 
     // Cancel: from PENDING and from RUNNING.
     let pending = enqueue(&t, "x", None, 3).await;
-    let v = run(&t, "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }", &id(&pending)).await;
+    let v = run(
+        &t,
+        "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }",
+        &id(&pending),
+    )
+    .await;
     assert_eq!(v["data"]["cancelJob"]["status"], "CANCELLED");
     enqueue(&t, "y", None, 3).await;
     let running = id(&claim(&t, &["y"]).await);
-    let v = run(&t, "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }", &running).await;
+    let v = run(
+        &t,
+        "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }",
+        &running,
+    )
+    .await;
     assert_eq!(v["data"]["cancelJob"]["status"], "CANCELLED");
     assert_eq!(v["data"]["cancelJob"]["leaseExpiresAt"], Value::Null);
 }
@@ -206,7 +222,12 @@ async fn a_crawl_job_drives_its_session() {
     let c = claim(&t, &["crawl"]).await;
     assert_eq!(c["session"]["status"], "RUNNING");
     assert!(session_status(s1.clone()).await["startedAt"].is_string());
-    run(&t, "mutation($id: UUID!) { completeJob(id: $id) { JOB } }", &id(&j1)).await;
+    run(
+        &t,
+        "mutation($id: UUID!) { completeJob(id: $id) { JOB } }",
+        &id(&j1),
+    )
+    .await;
     let s = session_status(s1.clone()).await;
     assert_eq!(s["status"], "COMPLETED");
     assert!(s["completedAt"].is_string());
@@ -228,7 +249,11 @@ async fn a_crawl_job_drives_its_session() {
         .await
         .expect("skip the backoff");
     let again = claim(&t, &["crawl"]).await;
-    assert_eq!(again["id"], json!(j2), "re-claiming a running session's job");
+    assert_eq!(
+        again["id"],
+        json!(j2),
+        "re-claiming a running session's job"
+    );
     run(
         &t,
         "mutation($id: UUID!) { failJob(id: $id, error: \"dns for good\") { JOB } }",
@@ -242,7 +267,12 @@ async fn a_crawl_job_drives_its_session() {
     // Cancelling a crawl job cancels its session.
     let s3 = create_session(&t).await;
     let j3 = id(&enqueue(&t, "crawl", Some(&s3), 3).await);
-    run(&t, "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }", &j3).await;
+    run(
+        &t,
+        "mutation($id: UUID!) { cancelJob(id: $id) { JOB } }",
+        &j3,
+    )
+    .await;
     assert_eq!(session_status(s3.clone()).await["status"], "CANCELLED");
 
     // A queued crawl whose session ended meanwhile is cancelled at claim time, not run.
@@ -255,7 +285,10 @@ async fn a_crawl_job_drives_its_session() {
     .await;
     assert_eq!(claim(&t, &["crawl"]).await, Value::Null);
     let v = t
-        .ok("query($id: UUID!) { job(id: $id) { status error } }", json!({ "id": j4 }))
+        .ok(
+            "query($id: UUID!) { job(id: $id) { status error } }",
+            json!({ "id": j4 }),
+        )
         .await;
     assert_eq!(v["job"]["status"], "CANCELLED");
     assert_eq!(v["job"]["error"], "session is CANCELLED");
@@ -264,7 +297,12 @@ async fn a_crawl_job_drives_its_session() {
     let s5 = create_session(&t).await;
     let j5 = id(&enqueue(&t, "analyze", Some(&s5), 3).await);
     claim(&t, &["analyze"]).await;
-    run(&t, "mutation($id: UUID!) { completeJob(id: $id) { JOB } }", &j5).await;
+    run(
+        &t,
+        "mutation($id: UUID!) { completeJob(id: $id) { JOB } }",
+        &j5,
+    )
+    .await;
     assert_eq!(session_status(s5).await["status"], "PENDING");
 }
 
@@ -281,7 +319,12 @@ async fn illegal_moves_and_bad_input_are_refused_and_change_nothing() {
     let pending = id(&enqueue(&t, "a", None, 3).await);
     let finished = id(&enqueue(&t, "b", None, 3).await);
     claim(&t, &["b"]).await;
-    run(&t, "mutation($id: UUID!) { completeJob(id: $id) { JOB } }", &finished).await;
+    run(
+        &t,
+        "mutation($id: UUID!) { completeJob(id: $id) { JOB } }",
+        &finished,
+    )
+    .await;
 
     let before = snapshot(&t).await;
     let vars = json!({ "pending": pending, "finished": finished, "done": done_session });
@@ -397,7 +440,8 @@ async fn concurrent_claimers_never_share_a_job() {
     assert_eq!(claimed.len(), 30);
     assert_eq!(empty, 30);
     assert_eq!(
-        t.count("SELECT count(*) FROM jobs WHERE status = 'running' AND attempts = 1").await,
+        t.count("SELECT count(*) FROM jobs WHERE status = 'running' AND attempts = 1")
+            .await,
         30
     );
 }
@@ -419,7 +463,9 @@ async fn expired_leases_are_reaped_once_even_by_concurrent_reapers() {
     claim(&t, &["live"]).await;
     t.raw()
         .await
-        .batch_execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE kind <> 'live'")
+        .batch_execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE kind <> 'live'",
+        )
         .await
         .expect("expire the leases");
 
@@ -444,7 +490,8 @@ async fn expired_leases_are_reaped_once_even_by_concurrent_reapers() {
     );
     // The crawl job had no attempts left: it fails, and so does its session.
     assert_eq!(
-        t.count("SELECT count(*) FROM jobs WHERE kind = 'crawl' AND status = 'failed'").await,
+        t.count("SELECT count(*) FROM jobs WHERE kind = 'crawl' AND status = 'failed'")
+            .await,
         1
     );
     assert_eq!(
@@ -455,8 +502,10 @@ async fn expired_leases_are_reaped_once_even_by_concurrent_reapers() {
         1
     );
     assert_eq!(
-        t.count(&format!("SELECT count(*) FROM jobs WHERE id = '{live}' AND status = 'running'"))
-            .await,
+        t.count(&format!(
+            "SELECT count(*) FROM jobs WHERE id = '{live}' AND status = 'running'"
+        ))
+        .await,
         1
     );
     // Reaped jobs are claimable again.

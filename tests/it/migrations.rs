@@ -86,7 +86,8 @@ async fn jobs_keep_their_history_when_the_session_goes() {
     .await
     .expect("set up");
     assert_eq!(
-        t.count("SELECT count(*) FROM jobs WHERE session_id IS NULL").await,
+        t.count("SELECT count(*) FROM jobs WHERE session_id IS NULL")
+            .await,
         1
     );
 }
