@@ -33,3 +33,28 @@ fn load_benchmark_quick_mode_runs() {
     }
     assert!(stdout.contains("failed responses: 0"), "{stdout}");
 }
+
+#[test]
+fn live_benchmark_quick_mode_runs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args([
+            "live",
+            "--quick",
+            "--gateway",
+            env!("CARGO_BIN_EXE_bughive-gateway"),
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run the benchmark");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["| fan-out: committed change -> last of", "| job drain:"] {
+        assert!(stdout.contains(row), "no {row} row: {stdout}");
+    }
+    assert!(stdout.contains("| 0 / 500 / 500 |"), "{stdout}");
+    assert!(stdout.contains("failed checks: 0"), "{stdout}");
+}

@@ -4,6 +4,8 @@
 //!
 //!     cargo run --release --bin bench                 # full run (about two minutes)
 //!     cargo run --release --bin bench -- --quick      # a few seconds, no targets
+//!     cargo run --release --bin bench -- live         # subscriptions and the job queue
+//!     cargo run --release --bin bench -- live --quick
 //!
 //! Options: --duration SECS (measured time per workload, default 20), --warmup SECS (default 5),
 //! --concurrency N (default 32), --gateway PATH (default: the bughive-gateway binary next to this
@@ -20,14 +22,21 @@ use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
 use bughive_gateway::db::run_migrations;
 use bughive_gateway::seed::{self, SeedPlan};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod http;
+mod live;
+
+use http::Http;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Opts {
     quick: bool,
+    /// `bench live`: the subscription fan-out and job-queue benchmark instead of the read load.
+    live: bool,
     duration: Duration,
     warmup: Duration,
     concurrency: usize,
@@ -64,6 +73,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
     }
     Ok(Opts {
         quick,
+        live: args.iter().any(|a| a == "live"),
         duration: secs("--duration", 20.0, 1.0)?,
         warmup: secs("--warmup", 5.0, 0.3)?,
         concurrency: value("--concurrency")
@@ -73,72 +83,6 @@ fn parse_opts() -> anyhow::Result<Opts> {
         gateway,
         keep: args.iter().any(|a| a == "--keep"),
     })
-}
-
-/// A keep-alive HTTP/1.1 connection: the lightest possible load generator, so the client takes
-/// as little CPU from the gateway and PostgreSQL as it can.
-struct Http {
-    stream: BufReader<TcpStream>,
-    host: String,
-}
-
-struct Reply {
-    status: u16,
-    statements: u64,
-    body: Vec<u8>,
-}
-
-impl Http {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
-        let s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok(Http {
-            stream: BufReader::new(s),
-            host: addr.to_owned(),
-        })
-    }
-
-    async fn post(&mut self, body: &[u8]) -> anyhow::Result<Reply> {
-        let head = format!(
-            "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        let w = self.stream.get_mut();
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(body).await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("bad status line")?;
-        let (mut len, mut statements) = (None, 0);
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                match k.to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().ok(),
-                    "x-sql-statements" => statements = v.trim().parse().unwrap_or(0),
-                    "transfer-encoding" => bail!("chunked responses are not expected"),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; len.context("no content-length")?];
-        self.stream.read_exact(&mut body).await?;
-        Ok(Reply {
-            status,
-            statements,
-            body,
-        })
-    }
 }
 
 /// What a workload sends next and how its answer is checked.
@@ -479,6 +423,24 @@ fn reset_peak_rss(pid: u32) {
 
 struct Gateway(Child);
 
+/// Starts the gateway binary on `url` as a separate process and waits until it is ready.
+async fn start_gateway(opts: &Opts, url: &str) -> anyhow::Result<(Gateway, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(&opts.gateway)
+        .args(["serve", "--listen", &addr])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", opts.gateway.display()))?;
+    let gw = Gateway(child);
+    wait_ready(&addr).await?;
+    Ok((gw, addr))
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         // SAFETY: signalling our own child process.
@@ -595,7 +557,11 @@ async fn run() -> anyhow::Result<usize> {
     std::fs::create_dir_all(&dir)?;
     let pg_opts = EmbeddedOptions::new(dir.join("pg"));
     let pg = EmbeddedPg::start(&pg_opts)?;
-    let result = bench(&opts, &pg).await;
+    let result = if opts.live {
+        live::bench(&opts, &pg).await
+    } else {
+        bench(&opts, &pg).await
+    };
     let _ = pg.stop();
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -662,20 +628,8 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         opts.duration
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(&opts.gateway)
-        .args(["serve", "--listen", &addr])
-        .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", opts.gateway.display()))?;
-    let gw = Gateway(child);
+    let (gw, addr) = start_gateway(opts, &url).await?;
     let pid = gw.0.id();
-    wait_ready(&addr).await?;
 
     let q1 = Arc::new(Q1Load {
         body: serde_json::to_vec(&json!({ "query": Q1 }))?,
