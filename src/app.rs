@@ -92,7 +92,7 @@ async fn serve_on(
     let schema = crate::graphql::build_schema();
     let live = crate::live::Live::start(database.url.clone(), db.scoped());
     let reaper = crate::jobs::reaper::spawn(db.scoped(), reap_interval()?);
-    let app = router(AppState::new(schema, db.clone(), live));
+    let app = router(AppState::new(schema, db.clone(), live.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -106,6 +106,7 @@ async fn serve_on(
         .await?;
     tracing::info!("shutting down");
     reaper.abort();
+    live.stop();
     db.pool().close();
     Ok(())
 }

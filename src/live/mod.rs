@@ -131,6 +131,14 @@ impl Live {
         }
     }
 
+    /// Stops the listener and the hub now (at shutdown, before the database goes away), even if
+    /// clones are still held by connections that are closing.
+    pub fn stop(&self) {
+        for t in &self._tasks.0 {
+            t.abort();
+        }
+    }
+
     /// True while the listener connection is up; `/ready` reports it.
     pub fn is_listening(&self) -> bool {
         self.inner
