@@ -69,10 +69,17 @@ async fn main() {
     run_migrations(&url).await.expect("migrate");
     let db = Db::new(build_pool(&DbConfig::from_env(url.clone()).expect("config")).expect("pool"));
     let live = bughive_gateway::live::Live::start(url, db.scoped());
+    let auth = bughive_gateway::auth::Authenticator::new(Default::default(), db.scoped());
+    let http = bughive_gateway::http::HttpConfig {
+        rate_per_second: 0,
+        ..Default::default()
+    };
     let app = router(AppState::new(
         bughive_gateway::graphql::build_schema(),
         db,
         live,
+        auth,
+        http,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

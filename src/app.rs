@@ -5,10 +5,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::auth::Authenticator;
+use crate::auth::authenticator::DEV_SUBJECT;
+use crate::auth::jwt::{Claims, JwtConfig};
 use crate::config::{DbConfig, database_url, embedded_data_dir};
 use crate::db::embedded::{DB_NAME, EmbeddedOptions, EmbeddedPg};
 use crate::db::{Db, build_pool, run_migrations};
-use crate::http::{AppState, router};
+use crate::graphql::Limits;
+use crate::http::{AppState, HttpConfig, router};
 
 /// The database the process talks to, and the embedded cluster behind it when there is one.
 pub struct Database {
@@ -71,8 +75,18 @@ pub const DEMO: crate::seed::SeedPlan = crate::seed::SeedPlan {
 
 pub async fn serve(listen: SocketAddr, demo_data: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    let jwt = JwtConfig::from_env()?;
+    if !jwt.enabled() && !listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {listen} without authentication: set JWT_SECRET (or \
+             JWT_PUBLIC_KEY) to serve other machines, or listen on a loopback address such as \
+             127.0.0.1:8000 for development"
+        );
+    }
+    let limits = Limits::from_env()?;
+    let http = HttpConfig::from_env(&limits)?;
     let database = Database::open(true).await?;
-    let result = serve_on(&database, listen, demo_data, started).await;
+    let result = serve_on(&database, listen, demo_data, started, (jwt, limits, http)).await;
     database.close();
     result
 }
@@ -82,6 +96,7 @@ async fn serve_on(
     listen: SocketAddr,
     demo_data: bool,
     started: Instant,
+    (jwt, limits, http): (JwtConfig, Limits, HttpConfig),
 ) -> anyhow::Result<()> {
     let pool = build_pool(&DbConfig::from_env(database.url.clone())?)?;
     let db = Db::new(pool);
@@ -89,10 +104,17 @@ async fn serve_on(
         let n = crate::seed::run(&db, DEMO, false).await?;
         tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
     }
-    let schema = crate::graphql::build_schema();
+    let schema = crate::graphql::build_schema_with(&limits);
     let live = crate::live::Live::start(database.url.clone(), db.scoped());
     let reaper = crate::jobs::reaper::spawn(db.scoped(), reap_interval()?);
-    let app = router(AppState::new(schema, db.clone(), live.clone()));
+    let auth = Authenticator::new(jwt, db.scoped());
+    if auth.is_dev_mode() {
+        tracing::warn!(
+            "development mode: JWT_SECRET is not set, so every request is served as the \
+             built-in admin ({DEV_SUBJECT}); only loopback addresses are allowed"
+        );
+    }
+    let app = router(AppState::new(schema, db.clone(), live.clone(), auth, http));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -118,6 +140,55 @@ fn reap_interval() -> anyhow::Result<std::time::Duration> {
         anyhow::bail!("JOB_REAP_INTERVAL_MS must be at least 1");
     }
     Ok(std::time::Duration::from_millis(ms))
+}
+
+/// A development token for `sub` with `role`, valid for `ttl` (`90s`, `30m`, `12h`, `7d`).
+pub fn mint_token(
+    sub: &str,
+    role: &str,
+    ttl: &str,
+    email: Option<String>,
+) -> anyhow::Result<String> {
+    let jwt = JwtConfig::from_env()?;
+    if sub.trim().is_empty() {
+        anyhow::bail!("--sub must not be empty");
+    }
+    let role = role.to_ascii_lowercase();
+    if crate::auth::Role::from_db(&role).is_none() {
+        anyhow::bail!("--role must be admin, manager, user or service, not {role:?}");
+    }
+    let secs = parse_ttl(ttl)?;
+    let now = crate::auth::jwt::now();
+    jwt.mint(&Claims {
+        sub: sub.to_owned(),
+        exp: now + secs,
+        nbf: Some(now),
+        iat: Some(now),
+        iss: jwt.issuer.clone(),
+        aud: jwt.audience.clone(),
+        role: Some(role),
+        email,
+        name: None,
+    })
+}
+
+fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
+    let ttl = ttl.trim();
+    let (num, unit) = ttl.split_at(ttl.find(|c: char| !c.is_ascii_digit()).unwrap_or(ttl.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--ttl {ttl:?}: expected a number and s, m, h or d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("--ttl {ttl:?}: the unit must be s, m, h or d"),
+    };
+    if secs == 0 {
+        anyhow::bail!("--ttl must be positive");
+    }
+    Ok(secs)
 }
 
 /// Resolves on SIGINT or SIGTERM.

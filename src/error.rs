@@ -123,6 +123,35 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The same error outside of any field: no locations, no path (refusals before execution).
+    pub fn to_server_error(&self) -> async_graphql::ServerError {
+        let mut err = async_graphql::ServerError::new(self.message(), None);
+        err.extensions = self.to_graphql().extensions;
+        err
+    }
+
+    /// Gives an error raised by async-graphql itself (syntax, validation, coercion, limits) a
+    /// code: they carry none. Depth and complexity limits are `QUERY_TOO_COMPLEX`; everything
+    /// else of theirs is the client's fault, `BAD_USER_INPUT`.
+    pub fn classify_library_error(err: &mut async_graphql::ServerError) {
+        let ext = err.extensions.get_or_insert_with(Default::default);
+        if ext.get("code").is_some() {
+            return;
+        }
+        let limit = matches!(
+            err.message.as_str(),
+            "Query is too complex." | "Query is nested too deep."
+        );
+        let code = if limit {
+            AppError::QueryTooComplex(String::new()).code()
+        } else {
+            AppError::bad_input("").code()
+        };
+        ext.set("code", code);
+    }
+}
+
 impl From<AppError> for async_graphql::Error {
     fn from(e: AppError) -> Self {
         e.to_graphql()

@@ -1,10 +1,13 @@
 //! bughive-gateway: a GraphQL gateway over PostgreSQL for autonomous-QA data.
 //!
-//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`), each with its diesel `model`,
+//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`, `users`, `audit`), each with its diesel `model`,
 //! its queries (`repo`), its batch `loaders` and its GraphQL types (`graphql`); shared plumbing
-//! lives in `db`, `graphql` and `http`; `live` fans committed changes out to subscriptions.
+//! lives in `db`, `graphql` and `http`; `live` fans committed changes out to subscriptions; `auth` turns tokens into callers and
+//! scopes what they see.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod bugs;
 pub mod config;
 pub mod db;
@@ -16,3 +19,4 @@ pub mod live;
 pub mod pages;
 pub mod seed;
 pub mod sessions;
+pub mod users;

@@ -44,6 +44,20 @@ enum Command {
     },
     /// Print the GraphQL SDL.
     Schema,
+    /// Mint a development token (HS256, signed with JWT_SECRET).
+    Token {
+        /// The subject (`sub`): the user's identity.
+        #[arg(long)]
+        sub: String,
+        /// admin, manager, user or service.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// Lifetime, e.g. 30m, 12h, 7d (default 1h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -130,6 +144,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schema => {
             print!("{}", bughive_gateway::graphql::sdl());
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            role,
+            ttl,
+            email,
+        } => {
+            let token = app::mint_token(&sub, &role, &ttl, email)?;
+            println!("{token}");
             Ok(())
         }
     }

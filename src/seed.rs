@@ -163,6 +163,8 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
             updated_at: created,
             started_at: started,
             completed_at: finished,
+            owner_id: None,
+            project_id: None,
         });
     }
     (sessions, pages, bugs)

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::loaders::{BugCountKey, BugFilterKey, BugListKey, BugParent, BugStatsKey};
 use super::model::{BugCategory, BugPriority, BugRow, BugStatus};
 use super::repo::{self, BugChange, NewBug};
+use crate::auth::{Perm, actor};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
 use crate::graphql::context::{detached, req};
@@ -235,7 +236,9 @@ impl BugsQuery {
     async fn bug(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Bug>> {
         let r = req(ctx)?;
         let mut conn = r.db.conn().await?;
-        Ok(repo::by_id(&mut conn, id).await?.map(Bug::from))
+        Ok(repo::by_id(&mut conn, &r.actor.scope(), id)
+            .await?
+            .map(Bug::from))
     }
 }
 
@@ -334,9 +337,10 @@ fn validate_bug(i: usize, b: BugInput) -> AppResult<NewBug> {
 }
 
 async fn move_bug(ctx: &Context<'_>, id: Uuid, change: BugChange) -> AppResult<Bug> {
+    let actor = actor(ctx, Perm::ReviewBugs)?;
     let row = detached(ctx, move |db| async move {
         let mut conn = db.conn().await?;
-        repo::transition(&mut conn, id, change).await
+        repo::transition(&mut conn, actor, id, change).await
     })
     .await?;
     Ok(Bug::from(row))
@@ -381,9 +385,10 @@ impl BugsMutation {
             .enumerate()
             .map(|(i, b)| validate_bug(i, b))
             .collect::<AppResult<Vec<_>>>()?;
+        let actor = actor(ctx, Perm::Ingest)?;
         let rows = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::report(&mut conn, session_id, items).await
+            repo::report(&mut conn, actor, session_id, items).await
         })
         .await?;
         Ok(rows.into_iter().map(Bug::from).collect())

@@ -79,6 +79,7 @@ pub struct BugStats {
 pub const BUG_LIFECYCLE: Lifecycle<BugStatus> = Lifecycle {
     entity: "bug",
     table: "bugs",
+    session_col: "t.session_id",
     moves: &[
         (BugStatus::Detected, BugStatus::Validated),
         (BugStatus::Validated, BugStatus::Reported),

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::loaders::{BugFilterKey, BugParent};
 use super::model::{BUG_LIFECYCLE, BugCategory, BugPriority, BugRow, BugStats, BugStatus};
+use crate::audit::repo::{self as audit, Entry, New};
+use crate::auth::{Actor, Scope};
 use crate::db::Conn;
 use crate::db::schema::bugs::dsl as b;
 use crate::db::sql::{Bind, Sql};
@@ -49,13 +51,16 @@ struct StatsRow {
     g: i32,
 }
 
-pub async fn by_id(conn: &mut Conn, id: Uuid) -> AppResult<Option<BugRow>> {
-    Ok(b::bugs
-        .find(id)
+/// A bug by id, if the scope may see its session.
+pub async fn by_id(conn: &mut Conn, scope: &Scope, id: Uuid) -> AppResult<Option<BugRow>> {
+    let mut q = b::bugs
+        .filter(b::id.eq(id))
         .select(BugRow::as_select())
-        .first(conn)
-        .await
-        .optional()?)
+        .into_boxed();
+    if let Some(v) = scope.visible("\"bugs\".\"session_id\"") {
+        q = q.filter(v);
+    }
+    Ok(q.first(conn).await.optional()?)
 }
 
 fn push_filter(q: &mut Sql, f: &BugFilterKey) {
@@ -237,12 +242,19 @@ pub struct NewBug {
 /// size in the same transaction. Every `pageId` must be a page of the session.
 pub async fn report(
     conn: &mut Conn,
+    actor: Actor,
     session_id: Uuid,
     bugs: Vec<NewBug>,
 ) -> AppResult<Vec<BugRow>> {
     use diesel_async::AsyncConnection;
     conn.transaction::<Vec<BugRow>, AppError, _>(async move |c| {
-        crate::pages::repo::lock_ingesting_session(c, session_id, "reportBugs").await?;
+        let old = crate::pages::repo::lock_ingesting_session(
+            c,
+            &actor.scope(),
+            session_id,
+            "reportBugs",
+        )
+        .await?;
         let page_ids: Vec<Uuid> = bugs.iter().filter_map(|b| b.page_id).collect();
         if !page_ids.is_empty() {
             #[derive(QueryableByName)]
@@ -319,6 +331,21 @@ pub async fn report(
         q.bind(Bind::Int(n)).push(" WHERE id = ").bind(Bind::Uuid(session_id));
         q.execute(c).await?;
         rows.sort_by_key(|r| order.get(&r.id).copied().unwrap_or(usize::MAX));
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "reportBugs",
+                resource_type: "session",
+                resource_id: Some(session_id),
+                old: Some(old),
+                new: New::Json(serde_json::json!({
+                    "reported": rows.len(),
+                    "bug_ids": rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+                })),
+            },
+        )
+        .await?;
         Ok(rows)
     })
     .await
@@ -332,13 +359,19 @@ pub enum BugChange {
     Reopen,
 }
 
-/// Moves a bug along its lifecycle in one conditional statement.
-pub async fn transition(conn: &mut Conn, id: Uuid, change: BugChange) -> AppResult<BugRow> {
-    let to = match change {
-        BugChange::Validate => BugStatus::Validated,
-        BugChange::MarkReported { .. } => BugStatus::Reported,
-        BugChange::Dismiss { .. } => BugStatus::Dismissed,
-        BugChange::Reopen => BugStatus::Detected,
+/// Moves a bug along its lifecycle: locked (scoped), one conditional statement, audit entry,
+/// one transaction.
+pub async fn transition(
+    conn: &mut Conn,
+    actor: Actor,
+    id: Uuid,
+    change: BugChange,
+) -> AppResult<BugRow> {
+    let (to, action) = match change {
+        BugChange::Validate => (BugStatus::Validated, "validateBug"),
+        BugChange::MarkReported { .. } => (BugStatus::Reported, "markBugReported"),
+        BugChange::Dismiss { .. } => (BugStatus::Dismissed, "dismissBug"),
+        BugChange::Reopen => (BugStatus::Detected, "reopenBug"),
     };
     let mut q = Sql::new("UPDATE bugs SET status = ");
     q.bind(Bind::Text(to.as_db().into()));
@@ -360,5 +393,23 @@ pub async fn transition(conn: &mut Conn, id: Uuid, change: BugChange) -> AppResu
         .push(" AND status = ANY(")
         .bind(Bind::Texts(BUG_LIFECYCLE.allowed_from(to)))
         .push(") RETURNING *");
-    BUG_LIFECYCLE.apply(conn, q, id, to).await
+    use diesel_async::AsyncConnection;
+    conn.transaction::<BugRow, AppError, _>(async move |c| {
+        let locked = BUG_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        let row = BUG_LIFECYCLE.apply(c, q, &locked, to).await?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action,
+                resource_type: "bug",
+                resource_id: Some(id),
+                old: Some(locked.old),
+                new: New::Row("bugs"),
+            },
+        )
+        .await?;
+        Ok(row)
+    })
+    .await
 }

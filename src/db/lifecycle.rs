@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::Conn;
 use super::enums::DbEnum;
 use super::sql::{Bind, Sql};
+use crate::auth::Scope;
 use crate::error::{AppError, AppResult};
 
 /// The allowed `(from, to)` moves of one entity.
@@ -17,7 +18,26 @@ pub struct Lifecycle<S: 'static> {
     pub entity: &'static str,
     /// The table whose `status` column holds the lifecycle.
     pub table: &'static str,
+    /// The column (of `t`, the locked row) that names the row's session, for scoping.
+    pub session_col: &'static str,
     pub moves: &'static [(S, S)],
+}
+
+/// A row locked for a move: its status, and its state as JSON for the audit log.
+#[derive(Debug)]
+pub struct Locked<S> {
+    pub id: Uuid,
+    pub status: S,
+    /// `to_jsonb(row)` before the change.
+    pub old: String,
+}
+
+#[derive(QueryableByName)]
+struct LockedRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    status: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    old: String,
 }
 
 #[derive(QueryableByName)]
@@ -40,18 +60,46 @@ impl<S: DbEnum> Lifecycle<S> {
             .collect()
     }
 
+    /// Locks the row for the rest of the transaction, if it exists and the scope may see it
+    /// (otherwise `NOT_FOUND`), and returns its status and its state for the audit log.
+    ///
+    /// The lock only makes the audit's old value exact; the move itself is still decided by the
+    /// conditional update of [`apply`](Self::apply).
+    pub async fn lock(&self, conn: &mut Conn, id: Uuid, scope: &Scope) -> AppResult<Locked<S>> {
+        let mut q = Sql::new("SELECT t.status, to_jsonb(t)::text AS old FROM ");
+        q.push(self.table)
+            .push(" t WHERE t.id = ")
+            .bind(Bind::Uuid(id));
+        scope.push_filter(&mut q, self.session_col);
+        q.push(" FOR NO KEY UPDATE OF t");
+        let row: Option<LockedRow> = q.get_result(conn).await.optional()?;
+        let row = row.ok_or_else(|| self.rejection(id, None, None))?;
+        let status = S::parse_db(&row.status)
+            .ok_or_else(|| AppError::internal(format!("unknown {} status", self.entity)))?;
+        Ok(Locked {
+            id,
+            status,
+            old: row.old,
+        })
+    }
+
     /// Runs a conditional update built for a move to `to` (its `WHERE` must require
-    /// `status = ANY(allowed_from(to))`) and returns the updated row. When no row matched, the
-    /// current status is read, only to report `NOT_FOUND` or `INVALID_TRANSITION` accurately.
-    pub async fn apply<R>(&self, conn: &mut Conn, update: Sql, id: Uuid, to: S) -> AppResult<R>
+    /// `status = ANY(allowed_from(to))`) on a locked row and returns the updated row; when it
+    /// matches nothing, the move is not allowed from the locked status.
+    pub async fn apply<R>(
+        &self,
+        conn: &mut Conn,
+        update: Sql,
+        locked: &Locked<S>,
+        to: S,
+    ) -> AppResult<R>
     where
         R: QueryableByName<Pg> + Send + 'static,
     {
-        if let Some(row) = update.get_result::<R>(conn).await.optional()? {
-            return Ok(row);
+        match update.get_result::<R>(conn).await.optional()? {
+            Some(row) => Ok(row),
+            None => Err(self.rejection(locked.id, Some(locked.status), Some(to))),
         }
-        let current = self.current(conn, id).await?;
-        Err(self.rejection(id, current, to))
     }
 
     /// The status stored for `id`, if the row exists.
@@ -64,16 +112,17 @@ impl<S: DbEnum> Lifecycle<S> {
 
     /// The error for a conditional update that matched no row: the entity is missing, or its
     /// current status does not allow the move.
-    pub fn rejection(&self, id: Uuid, current: Option<S>, to: S) -> AppError {
-        match current {
-            None => AppError::NotFound {
-                entity: self.entity,
-                id: id.to_string(),
-            },
-            Some(from) => AppError::InvalidTransition {
+    /// `to: None` names no target: a missing row is always `NOT_FOUND`.
+    pub fn rejection(&self, id: Uuid, current: Option<S>, to: Option<S>) -> AppError {
+        match (current, to) {
+            (Some(from), Some(to)) => AppError::InvalidTransition {
                 entity: self.entity,
                 from: from.graphql_name(),
                 to: to.graphql_name(),
+            },
+            _ => AppError::NotFound {
+                entity: self.entity,
+                id: id.to_string(),
             },
         }
     }
@@ -155,10 +204,12 @@ mod tests {
     fn rejections_name_the_current_status() {
         let id = uuid::Uuid::nil();
         assert_eq!(
-            SESSION_LIFECYCLE.rejection(id, None, S::Running).code(),
+            SESSION_LIFECYCLE
+                .rejection(id, None, Some(S::Running))
+                .code(),
             "NOT_FOUND"
         );
-        match BUG_LIFECYCLE.rejection(id, Some(B::Validated), B::Validated) {
+        match BUG_LIFECYCLE.rejection(id, Some(B::Validated), Some(B::Validated)) {
             crate::error::AppError::InvalidTransition { from, to, .. } => {
                 assert_eq!((from.as_str(), to.as_str()), ("VALIDATED", "VALIDATED"));
             }

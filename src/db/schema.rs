@@ -1,6 +1,22 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    audit_logs (id) {
+        id -> Uuid,
+        actor_id -> Nullable<Uuid>,
+        actor_subject -> Text,
+        actor_role -> Text,
+        action -> Text,
+        resource_type -> Text,
+        resource_id -> Nullable<Uuid>,
+        old_value -> Nullable<Jsonb>,
+        new_value -> Nullable<Jsonb>,
+        request_id -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     bugs (id) {
         id -> Uuid,
         session_id -> Uuid,
@@ -38,6 +54,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         started_at -> Nullable<Timestamptz>,
         completed_at -> Nullable<Timestamptz>,
+        owner_id -> Nullable<Uuid>,
+        project_id -> Nullable<Uuid>,
     }
 }
 
@@ -81,9 +99,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    projects (id) {
+        id -> Uuid,
+        slug -> Text,
+        name -> Text,
+        owner_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        subject -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        role -> Text,
+        is_active -> Bool,
+        created_at -> Timestamptz,
+        last_seen_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(bugs -> crawl_sessions (session_id));
 diesel::joinable!(bugs -> pages (page_id));
+diesel::joinable!(crawl_sessions -> projects (project_id));
+diesel::joinable!(crawl_sessions -> users (owner_id));
 diesel::joinable!(jobs -> crawl_sessions (session_id));
 diesel::joinable!(pages -> crawl_sessions (session_id));
+diesel::joinable!(projects -> users (owner_id));
 
-diesel::allow_tables_to_appear_in_same_query!(bugs, crawl_sessions, jobs, pages,);
+diesel::allow_tables_to_appear_in_same_query!(
+    audit_logs,
+    bugs,
+    crawl_sessions,
+    jobs,
+    pages,
+    projects,
+    users,
+);

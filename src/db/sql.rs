@@ -32,6 +32,7 @@ pub enum Bind {
     NullableText(Option<String>),
     NullableUuid(Option<Uuid>),
     NullableJson(Option<serde_json::Value>),
+    NullableBool(Option<bool>),
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +113,7 @@ impl QueryFragment<Pg> for Sql {
                     Bind::Bool(v) => out.push_bind_param::<st::Bool, _>(v)?,
                     Bind::NullableText(v) => out.push_bind_param::<st::Nullable<st::Text>, _>(v)?,
                     Bind::NullableUuid(v) => out.push_bind_param::<st::Nullable<st::Uuid>, _>(v)?,
+                    Bind::NullableBool(v) => out.push_bind_param::<st::Nullable<st::Bool>, _>(v)?,
                     Bind::NullableJson(v) => {
                         out.push_bind_param::<st::Nullable<st::Jsonb>, _>(v)?
                     }

@@ -78,6 +78,15 @@ impl Window {
     }
 }
 
+/// The complexity of a connection field: every row it may return costs its selection, so a
+/// client pays for `first`, not for how many rows happen to exist.
+pub fn cost(first: Option<i32>, default: i32, child_complexity: usize) -> usize {
+    let rows = usize::try_from(first.unwrap_or(default))
+        .unwrap_or(0)
+        .max(1);
+    rows.saturating_mul(child_complexity).saturating_add(1)
+}
+
 /// Resolves `totalCount` lazily, so a query that does not select it pays nothing.
 pub trait CountSource: Send + Sync {
     fn count<'a>(&'a self, ctx: &'a Context<'_>) -> BoxFuture<'a, AppResult<i64>>;
@@ -95,7 +104,10 @@ pub struct Edge<T: OutputType> {
         params(crate::sessions::graphql::CrawlSession)
     ),
     concrete(name = "PageEdge", params(crate::pages::graphql::Page)),
-    concrete(name = "BugEdge", params(crate::bugs::graphql::Bug))
+    concrete(name = "BugEdge", params(crate::bugs::graphql::Bug)),
+    concrete(name = "UserEdge", params(crate::users::graphql::User)),
+    concrete(name = "ProjectEdge", params(crate::users::graphql::Project)),
+    concrete(name = "AuditEntryEdge", params(crate::audit::graphql::AuditEntry))
 )]
 impl<T: OutputType> Edge<T> {
     async fn cursor(&self) -> String {
@@ -150,7 +162,13 @@ impl<T: OutputType + Keyed> Connection<T> {
         params(crate::sessions::graphql::CrawlSession)
     ),
     concrete(name = "PageConnection", params(crate::pages::graphql::Page)),
-    concrete(name = "BugConnection", params(crate::bugs::graphql::Bug))
+    concrete(name = "BugConnection", params(crate::bugs::graphql::Bug)),
+    concrete(name = "UserConnection", params(crate::users::graphql::User)),
+    concrete(name = "ProjectConnection", params(crate::users::graphql::Project)),
+    concrete(
+        name = "AuditEntryConnection",
+        params(crate::audit::graphql::AuditEntry)
+    )
 )]
 impl<T: OutputType> Connection<T>
 where

@@ -6,6 +6,7 @@ use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
 
+use crate::auth::{Actor, Scope};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 
@@ -13,6 +14,8 @@ use crate::error::{AppError, AppResult};
 /// batch per key type, so one instance serves every relation of a request.
 pub struct BatchLoader {
     pub db: Db,
+    /// What the caller may see: every loader filters by it.
+    pub scope: Scope,
 }
 
 /// Fetch tasks of a request's loader, run by the request's own future (see [`RequestCtx::new`]).
@@ -21,6 +24,7 @@ pub type FetchQueue = futures_util::stream::BoxStream<'static, BoxFuture<'static
 pub struct RequestCtx {
     pub db: Db,
     pub loader: DataLoader<BatchLoader>,
+    pub actor: Actor,
 }
 
 impl RequestCtx {
@@ -30,15 +34,19 @@ impl RequestCtx {
     /// executing query (see `graphql::execute`). All sibling resolvers of a level register their
     /// keys within one poll of the query, so a level always becomes exactly one batch, however
     /// slow the machine, instead of racing a timer.
-    pub fn new(db: Db) -> (Self, FetchQueue) {
+    pub fn new(db: Db, actor: Actor) -> (Self, FetchQueue) {
         let (tx, rx) = futures::channel::mpsc::unbounded::<BoxFuture<'static, ()>>();
-        let loader = DataLoader::new(BatchLoader { db: db.clone() }, move |fut| {
+        let batch = BatchLoader {
+            db: db.clone(),
+            scope: actor.scope(),
+        };
+        let loader = DataLoader::new(batch, move |fut| {
             // The receiver lives as long as the request; a send can only fail after it ended.
             let _ = tx.unbounded_send(fut);
         })
         .delay(Duration::ZERO)
         .max_batch_size(usize::MAX);
-        (RequestCtx { db, loader }, Box::pin(rx))
+        (RequestCtx { db, loader, actor }, Box::pin(rx))
     }
 }
 
@@ -46,11 +54,15 @@ impl RequestCtx {
     /// A context for a long-lived connection (WebSocket), whose operations are not driven by
     /// [`crate::graphql::execute`]: batch fetches run as tasks after a short delay, the
     /// DataLoader's usual mode.
-    pub fn spawning(db: Db) -> Self {
-        let loader = DataLoader::new(BatchLoader { db: db.clone() }, tokio::spawn)
+    pub fn spawning(db: Db, actor: Actor) -> Self {
+        let batch = BatchLoader {
+            db: db.clone(),
+            scope: actor.scope(),
+        };
+        let loader = DataLoader::new(batch, tokio::spawn)
             .delay(Duration::from_millis(1))
             .max_batch_size(usize::MAX);
-        RequestCtx { db, loader }
+        RequestCtx { db, loader, actor }
     }
 }
 

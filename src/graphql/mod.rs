@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod context;
+pub mod limits;
 mod order;
 pub mod scalars;
 
@@ -15,31 +16,63 @@ use async_graphql::{MergedObject, MergedSubscription, Schema};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
+use crate::audit::graphql::AuditQuery;
+use crate::auth::Actor;
 use crate::bugs::graphql::{BugsMutation, BugsQuery};
 use crate::db::{Db, QueryStats};
 use crate::jobs::graphql::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::pages::graphql::{PagesMutation, PagesQuery};
 use crate::sessions::graphql::{SessionsMutation, SessionsQuery, SessionsSubscription};
+use crate::users::graphql::{UsersMutation, UsersQuery};
 use context::RequestCtx;
+pub use limits::Limits;
 
 #[derive(MergedObject, Default)]
-pub struct Query(SessionsQuery, PagesQuery, BugsQuery, JobsQuery);
+pub struct Query(
+    SessionsQuery,
+    PagesQuery,
+    BugsQuery,
+    JobsQuery,
+    UsersQuery,
+    AuditQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(SessionsMutation, PagesMutation, BugsMutation, JobsMutation);
+pub struct Mutation(
+    SessionsMutation,
+    PagesMutation,
+    BugsMutation,
+    JobsMutation,
+    UsersMutation,
+);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(SessionsSubscription, JobsSubscription);
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
+/// The schema with the default limits (tests, SDL export).
 pub fn build_schema() -> AppSchema {
-    Schema::build(
+    build_schema_with(&Limits::default())
+}
+
+/// The schema with a deployment's limits.
+pub fn build_schema_with(limits: &Limits) -> AppSchema {
+    let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
-    .finish()
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(limits::Guard {
+        max_aliases: limits.max_aliases,
+        max_root_fields: limits.max_root_fields,
+    });
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
 }
 
 /// The SDL that `schema.graphql` must equal.
@@ -55,6 +88,7 @@ pub fn sdl() -> String {
 pub async fn execute(
     schema: &AppSchema,
     db: &Db,
+    actor: Actor,
     request: async_graphql::Request,
 ) -> (async_graphql::Response, Arc<QueryStats>) {
     let mut request = request;
@@ -63,7 +97,7 @@ pub async fn execute(
     let operation_name = request.operation_name.clone();
     let db = db.scoped();
     let stats = db.stats().clone();
-    let (ctx, queue) = RequestCtx::new(db);
+    let (ctx, queue) = RequestCtx::new(db, actor);
     let mut response = Batched {
         exec: Box::pin(schema.execute(request.data(ctx))),
         fetches: Box::pin(queue.for_each_concurrent(None, |fetch| fetch)),
@@ -75,7 +109,6 @@ pub async fn execute(
     {
         order::restore(doc, operation_name.as_deref(), &mut response.data);
     }
-    add_missing_codes(&mut response);
     (response, stats)
 }
 
@@ -128,16 +161,5 @@ impl<T> Future for Batched<'_, T> {
             self.fetches_done = true;
         }
         Poll::Pending
-    }
-}
-
-/// Errors raised by async-graphql itself (syntax, validation, argument coercion) carry no code;
-/// they are all the client's fault, so they get `BAD_USER_INPUT`.
-fn add_missing_codes(response: &mut async_graphql::Response) {
-    for err in &mut response.errors {
-        let ext = err.extensions.get_or_insert_with(Default::default);
-        if ext.get("code").is_none() {
-            ext.set("code", "BAD_USER_INPUT");
-        }
     }
 }

@@ -2,6 +2,7 @@
 //! subscriptions, health and readiness.
 
 mod graphiql;
+pub mod rate;
 mod ws;
 
 use std::sync::Arc;
@@ -22,12 +23,59 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::{Actor, Authenticator, Principal};
 use crate::db::{Db, migrations_applied};
+use crate::error::AppError;
 use crate::graphql::{AppSchema, execute};
 use crate::live::Live;
 
 /// Response header carrying the number of SQL statements the request issued.
 pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
+
+/// HTTP-level settings (see the README's configuration table).
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body (`GRAPHQL_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Requests per second per caller (`RATE_LIMIT_PER_SECOND`; 0 = no limit).
+    pub rate_per_second: u32,
+    /// Burst per caller (`RATE_LIMIT_BURST`).
+    pub rate_burst: u32,
+    /// Interval of WebSocket keep-alive messages (`WS_KEEPALIVE_SECS`).
+    pub ws_keepalive: Duration,
+    /// Operations executing at once (`GRAPHQL_MAX_CONCURRENT`). On a small machine, running 32
+    /// large queries side by side buys no throughput (the CPU is the limit) but multiplies the
+    /// memory held by half-built responses, so the default is a few per core.
+    pub max_concurrent: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: crate::graphql::Limits::default().max_body_bytes,
+            rate_per_second: 100,
+            rate_burst: 200,
+            ws_keepalive: Duration::from_secs(15),
+            max_concurrent: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn from_env(limits: &crate::graphql::Limits) -> anyhow::Result<Self> {
+        use crate::config::env_num;
+        let d = HttpConfig::default();
+        let keepalive = env_num("WS_KEEPALIVE_SECS", d.ws_keepalive.as_secs())?;
+        let concurrent = env_num("GRAPHQL_MAX_CONCURRENT", d.max_concurrent)?;
+        Ok(HttpConfig {
+            max_body_bytes: limits.max_body_bytes,
+            rate_per_second: env_num("RATE_LIMIT_PER_SECOND", d.rate_per_second)?,
+            rate_burst: env_num("RATE_LIMIT_BURST", d.rate_burst)?,
+            ws_keepalive: Duration::from_secs(keepalive.max(1)),
+            max_concurrent: concurrent.max(1),
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,55 +83,101 @@ pub struct AppState {
     pub db: Db,
     /// This replica's fan-out of committed changes to subscriptions.
     pub live: Live,
-    /// Bounds how many GraphQL operations execute at once (`GRAPHQL_MAX_CONCURRENT`).
+    pub auth: Authenticator,
+    rate: Arc<rate::CallerLimiter>,
+    /// Bounds how many GraphQL operations execute at once.
     limiter: Arc<Semaphore>,
-    /// Interval of WebSocket keep-alive messages (`WS_KEEPALIVE_SECS`, default 15).
-    ws_keepalive: Duration,
+    config: HttpConfig,
 }
 
 impl AppState {
-    pub fn new(schema: AppSchema, db: Db, live: Live) -> Self {
+    pub fn new(
+        schema: AppSchema,
+        db: Db,
+        live: Live,
+        auth: Authenticator,
+        config: HttpConfig,
+    ) -> Self {
         AppState {
             schema,
             db,
             live,
-            limiter: Arc::new(Semaphore::new(max_concurrent())),
-            ws_keepalive: Duration::from_secs(
-                std::env::var("WS_KEEPALIVE_SECS")
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .filter(|s| *s > 0)
-                    .unwrap_or(15),
-            ),
+            auth,
+            rate: Arc::new(rate::CallerLimiter::new(
+                config.rate_per_second,
+                config.rate_burst,
+            )),
+            limiter: Arc::new(Semaphore::new(config.max_concurrent)),
+            config,
         }
     }
+}
 
-    /// Overrides the WebSocket keep-alive interval.
-    pub fn with_ws_keepalive(mut self, every: Duration) -> Self {
-        self.ws_keepalive = every;
-        self
+/// A GraphQL error response for a request refused before execution.
+fn refuse(status: StatusCode, err: &AppError) -> Response {
+    let body = async_graphql::Response::from_errors(vec![err.to_server_error()]);
+    let mut res = (status, axum::Json(body)).into_response();
+    if let AppError::RateLimited { retry_after_secs } = err {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
     }
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    res
 }
 
-/// Operations executing at once; the rest wait in FIFO order. On a small machine, running 32
-/// large queries side by side buys no throughput (the CPU is the limit) but multiplies the
-/// memory held by half-built responses, so the default is a few per core.
-fn max_concurrent() -> usize {
-    std::env::var("GRAPHQL_MAX_CONCURRENT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get() * 2))
+/// Authenticates the caller and takes a rate-limit token for it.
+async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match state.auth.authenticate(authorization).await {
+        Ok(p) => p,
+        Err(e) => {
+            let status = match e {
+                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return Err(refuse(status, &e));
+        }
+    };
+    if let Err(wait) = state.rate.check(&principal.subject) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &AppError::RateLimited {
+                retry_after_secs: secs.max(1),
+            },
+        ));
+    }
+    Ok(principal)
 }
+
+/// The request's `x-request-id`, or a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Request and response header carrying the request id, which audit entries record.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .layer(RequestBodyLimitLayer::new(8 * 1024 * 1024))
+        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -138,6 +232,16 @@ async fn graphql_ws(
         )
             .into_response();
     };
+    // A token may come as a header on the upgrade or, as browsers must send it, in the
+    // connection_init payload; the connection is authenticated when it is initialized.
+    let header_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Err(refused) = rate_check_anonymous(&state, &headers) {
+        return refused;
+    }
+    let request_id = request_id(&headers);
     // GraphQL messages are small: the 128 KiB default buffers cost 1000 idle subscribers over
     // 100 MiB, and a 64 MiB message limit invites abuse.
     upgrade
@@ -146,14 +250,65 @@ async fn graphql_ws(
         .write_buffer_size(8 * 1024)
         .max_message_size(1024 * 1024)
         .on_upgrade(move |socket| {
-            let mut data = async_graphql::Data::default();
-            data.insert(crate::graphql::context::RequestCtx::spawning(
-                state.db.scoped(),
-            ));
-            data.insert(state.live.clone());
-            ws::serve(socket, state.schema, protocol, data, state.ws_keepalive)
+            let keepalive = state.config.ws_keepalive;
+            let schema = state.schema.clone();
+            let on_init = move |payload: serde_json::Value| async move {
+                let token = init_token(&payload).or(header_token);
+                let principal = state
+                    .auth
+                    .authenticate(token.as_deref())
+                    .await
+                    .map_err(|e| async_graphql::Error::new(e.message()))?;
+                let actor = Actor {
+                    principal,
+                    request_id: Some(request_id),
+                };
+                let mut data = async_graphql::Data::default();
+                data.insert(crate::graphql::context::RequestCtx::spawning(
+                    state.db.scoped(),
+                    actor,
+                ));
+                data.insert(state.live.clone());
+                data.insert(state.auth.clone());
+                Ok(data)
+            };
+            ws::serve(socket, schema, protocol, on_init, keepalive)
         })
         .into_response()
+}
+
+/// The bearer token of a `connection_init` payload: `{"Authorization": "Bearer …"}` (any
+/// case) or `{"token": "…"}`.
+fn init_token(payload: &serde_json::Value) -> Option<String> {
+    let obj = payload.as_object()?;
+    if let Some(v) = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| v.as_str())
+    {
+        return Some(v.to_owned());
+    }
+    obj.get("token")
+        .and_then(|v| v.as_str())
+        .map(|t| format!("Bearer {t}"))
+}
+
+/// WebSocket upgrades are rate-limited per client address, since the caller is only known
+/// after `connection_init`.
+#[expect(clippy::result_large_err, reason = "the error is the response to send")]
+fn rate_check_anonymous(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let key = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("ws");
+    state.rate.check(&format!("ws:{key}")).map_err(|wait| {
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &AppError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            },
+        )
+    })
 }
 
 /// The first GraphQL subprotocol the client offers.
@@ -193,8 +348,18 @@ async fn run(
         )
             .into_response();
     }
+    let principal = match admit(&state, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let request_id = request_id(&headers);
+    let actor = Actor {
+        principal,
+        request_id: Some(request_id.clone()),
+    };
+    let request = request.data(state.auth.clone());
     let permit = state.limiter.clone().acquire_owned().await;
-    let (response, stats) = execute(&state.schema, &state.db, request).await;
+    let (response, stats) = execute(&state.schema, &state.db, actor, request).await;
     // GraphQL-over-HTTP: a request that never executed (no data) is a 4xx with the new media type.
     let status =
         if !legacy && response.data == async_graphql::Value::Null && !response.errors.is_empty() {
@@ -220,6 +385,9 @@ async fn run(
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(SQL_STATEMENTS_HEADER, HeaderValue::from(stats.statements()));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
     res
 }
 

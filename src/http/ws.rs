@@ -14,13 +14,18 @@ use futures_util::{SinkExt, StreamExt, future};
 
 use crate::graphql::AppSchema;
 
-pub async fn serve(
+/// Serves one connection; `on_init` turns the `connection_init` payload into the connection's
+/// data (its caller), or refuses the connection.
+pub async fn serve<F, Fut>(
     socket: WebSocket,
     schema: AppSchema,
     protocol: WebSocketProtocols,
-    data: Data,
+    on_init: F,
     keepalive: Duration,
-) {
+) where
+    F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
     let (mut sink, stream) = socket.split();
     let input = stream
         .take_while(|res| future::ready(res.is_ok()))
@@ -32,7 +37,7 @@ pub async fn serve(
             })
         });
     let mut output = async_graphql::http::WebSocket::new(schema, input, protocol)
-        .connection_data(data)
+        .on_connection_init(on_init)
         .boxed();
     let ping = match protocol {
         WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,

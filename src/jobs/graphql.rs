@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::loaders::JobId;
 use super::model::{JobRow, JobStatus, MAX_ATTEMPTS, MAX_KIND_LEN, MAX_LEASE_SECONDS};
 use super::repo::{self, NewJob};
+use crate::auth::{Perm, actor};
 use crate::error::{AppError, AppResult};
 use crate::graphql::context::{detached, req};
 use crate::live::live;
@@ -142,6 +143,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: EnqueueJobInput,
     ) -> async_graphql::Result<Job> {
+        let actor = actor(ctx, Perm::QueueJobs)?;
         validate_kind("input.kind", &input.kind)?;
         if !(1..=MAX_ATTEMPTS).contains(&input.max_attempts) {
             return Err(AppError::bad_field(
@@ -162,7 +164,7 @@ impl JobsMutation {
         };
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::enqueue(&mut conn, job).await
+            repo::enqueue(&mut conn, actor, job).await
         })
         .await?;
         Ok(Job::from(row))
@@ -179,6 +181,7 @@ impl JobsMutation {
             String,
         >,
     ) -> async_graphql::Result<Option<Job>> {
+        let actor = actor(ctx, Perm::RunJobs)?;
         if kinds.is_empty() {
             return Err(AppError::bad_field("kinds", "kinds must not be empty").into());
         }
@@ -197,7 +200,7 @@ impl JobsMutation {
         }
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::claim(&mut conn, kinds, lease_seconds, worker).await
+            repo::claim(&mut conn, actor, kinds, lease_seconds, worker).await
         })
         .await?;
         Ok(row.map(Job::from))
@@ -211,6 +214,7 @@ impl JobsMutation {
         progress: f64,
         message: Option<String>,
     ) -> async_graphql::Result<Job> {
+        let actor = actor(ctx, Perm::RunJobs)?;
         if !(0.0..=1.0).contains(&progress) {
             return Err(AppError::bad_field(
                 "progress",
@@ -220,7 +224,7 @@ impl JobsMutation {
         }
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::heartbeat(&mut conn, id, progress, message).await
+            repo::heartbeat(&mut conn, actor, id, progress, message).await
         })
         .await?;
         Ok(Job::from(row))
@@ -233,10 +237,11 @@ impl JobsMutation {
         id: Uuid,
         result: Option<Json<serde_json::Value>>,
     ) -> async_graphql::Result<Job> {
+        let actor = actor(ctx, Perm::RunJobs)?;
         let result = result.map(|j| j.0).filter(|v| !v.is_null());
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::complete(&mut conn, id, result).await
+            repo::complete(&mut conn, actor, id, result).await
         })
         .await?;
         Ok(Job::from(row))
@@ -251,12 +256,13 @@ impl JobsMutation {
         error: String,
         #[graphql(default = false)] retry: bool,
     ) -> async_graphql::Result<Job> {
+        let actor = actor(ctx, Perm::RunJobs)?;
         if error.trim().is_empty() {
             return Err(AppError::bad_field("error", "error must not be empty").into());
         }
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::fail(&mut conn, id, error, retry).await
+            repo::fail(&mut conn, actor, id, error, retry).await
         })
         .await?;
         Ok(Job::from(row))
@@ -264,9 +270,10 @@ impl JobsMutation {
 
     /// PENDING or RUNNING → CANCELLED. A crawl job cancels its session if it has not ended.
     async fn cancel_job(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Job> {
+        let actor = actor(ctx, Perm::QueueJobs)?;
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::cancel(&mut conn, id).await
+            repo::cancel(&mut conn, actor, id).await
         })
         .await?;
         Ok(Job::from(row))
@@ -285,6 +292,20 @@ impl JobsSubscription {
         ctx: &Context<'_>,
         job_id: Uuid,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Job>> + use<>> {
+        let r = req(ctx)?;
+        let visible = {
+            let mut conn = r.db.conn().await?;
+            !repo::visible_by_ids(&mut conn, &r.actor.scope(), &[job_id])
+                .await?
+                .is_empty()
+        };
+        if !visible {
+            return Err(AppError::NotFound {
+                entity: "job",
+                id: job_id.to_string(),
+            }
+            .into());
+        }
         let updates = live(ctx)?.watch_job(job_id).await?;
         Ok(updates.map(move |u| match u.row {
             Some(row) => Ok(Job(row)),

@@ -20,7 +20,7 @@ impl Loader<JobId> for BatchLoader {
     async fn load(&self, keys: &[JobId]) -> Result<HashMap<JobId, Arc<JobRow>>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.db.conn().await?;
-        let rows = repo::by_ids(&mut conn, &ids).await?;
+        let rows = repo::visible_by_ids(&mut conn, &self.scope, &ids).await?;
         Ok(rows
             .into_iter()
             .map(|r| (JobId(r.id), Arc::new(r)))

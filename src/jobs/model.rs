@@ -54,6 +54,7 @@ impl JobRow {
 pub const JOB_LIFECYCLE: Lifecycle<JobStatus> = Lifecycle {
     entity: "job",
     table: "jobs",
+    session_col: "t.session_id",
     moves: &[
         (JobStatus::Pending, JobStatus::Running),
         (JobStatus::Running, JobStatus::Completed),

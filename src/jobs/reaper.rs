@@ -33,7 +33,7 @@ pub async fn reap_all(db: &Db) -> crate::error::AppResult<usize> {
             let db = db.clone();
             async move {
                 let mut conn = db.conn().await?;
-                repo::reap_expired(&mut conn, BATCH).await
+                repo::reap_expired(&mut conn, system_actor(), BATCH).await
             }
         })
         .await?;
@@ -41,5 +41,17 @@ pub async fn reap_all(db: &Db) -> crate::error::AppResult<usize> {
         if (reaped.len() as i64) < BATCH {
             return Ok(total);
         }
+    }
+}
+
+/// The audit log's actor for leases the reaper expires.
+fn system_actor() -> crate::auth::Actor {
+    crate::auth::Actor {
+        principal: crate::auth::Principal {
+            user_id: uuid::Uuid::nil(),
+            subject: "system:reaper".into(),
+            role: crate::auth::Role::Admin,
+        },
+        request_id: None,
     }
 }

@@ -6,6 +6,8 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::model::{JOB_LIFECYCLE, JobRow, JobStatus, retry_backoff_base_ms};
+use crate::audit::repo::{self as audit, Entry, New};
+use crate::auth::{Actor, Scope};
 use crate::db::Conn;
 use crate::db::schema::jobs::dsl as j;
 use crate::db::sql::{Bind, Sql};
@@ -13,12 +15,25 @@ use crate::error::{AppError, AppResult};
 use crate::sessions::model::SessionStatus;
 use crate::sessions::repo as sessions;
 
+/// Jobs by id, whoever may see them: for the live-update hub. Requests use [`visible_by_ids`].
 pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> AppResult<Vec<JobRow>> {
-    Ok(j::jobs
+    visible_by_ids(conn, &Scope::All, ids).await
+}
+
+/// Jobs by id that the scope may see: a user sees the jobs of sessions it may see.
+pub async fn visible_by_ids(
+    conn: &mut Conn,
+    scope: &Scope,
+    ids: &[Uuid],
+) -> AppResult<Vec<JobRow>> {
+    let mut q = j::jobs
         .filter(j::id.eq_any(ids))
         .select(JobRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if let Some(v) = scope.visible("\"jobs\".\"session_id\"") {
+        q = q.filter(v);
+    }
+    Ok(q.load(conn).await?)
 }
 
 pub struct NewJob {
@@ -30,21 +45,35 @@ pub struct NewJob {
 
 /// Creates a PENDING job. A crawl job may only be queued for a session that is still PENDING or
 /// RUNNING; the session row is locked until commit so it cannot end in between.
-pub async fn enqueue(conn: &mut Conn, job: NewJob) -> AppResult<JobRow> {
+pub async fn enqueue(conn: &mut Conn, actor: Actor, job: NewJob) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
-        if let Some(sid) = job.session_id {
-            if job.kind == super::model::CRAWL_KIND {
-                crate::pages::repo::lock_ingesting_session(c, sid, "enqueueJob").await?;
-            } else if sessions::by_ids(c, &[sid]).await?.is_empty() {
+        let scope = actor.scope();
+        match job.session_id {
+            Some(sid) if job.kind == super::model::CRAWL_KIND => {
+                crate::pages::repo::lock_ingesting_session(c, &scope, sid, "enqueueJob").await?;
+            }
+            Some(sid)
+                if sessions::visible_by_ids(c, &scope, &[sid])
+                    .await?
+                    .is_empty() =>
+            {
                 return Err(AppError::NotFound {
                     entity: "session",
                     id: sid.to_string(),
                 });
             }
+            Some(_) => {}
+            None if scope != Scope::All => {
+                return Err(AppError::Forbidden(
+                    "users may only queue jobs of their own sessions".into(),
+                ));
+            }
+            None => {}
         }
+        let id = Uuid::now_v7();
         let mut q =
             Sql::new("INSERT INTO jobs (id, kind, session_id, payload, max_attempts) VALUES (");
-        q.bind(Bind::Uuid(Uuid::now_v7()))
+        q.bind(Bind::Uuid(id))
             .push(", ")
             .bind(Bind::Text(job.kind))
             .push(", ")
@@ -54,9 +83,21 @@ pub async fn enqueue(conn: &mut Conn, job: NewJob) -> AppResult<JobRow> {
             .push(", ")
             .bind(Bind::Int(job.max_attempts))
             .push(") RETURNING *");
-        Ok(q.get_result(c).await?)
+        let row: JobRow = q.get_result(c).await?;
+        audit::record(c, &actor, job_entry("enqueueJob", id, None)).await?;
+        Ok(row)
     })
     .await
+}
+
+fn job_entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
+    Entry {
+        action,
+        resource_type: "job",
+        resource_id: Some(id),
+        old,
+        new: New::Row("jobs"),
+    }
 }
 
 /// Claims the oldest claimable PENDING job of `kinds`: `FOR UPDATE SKIP LOCKED`, so concurrent
@@ -65,11 +106,22 @@ pub async fn enqueue(conn: &mut Conn, job: NewJob) -> AppResult<JobRow> {
 /// next job is tried.
 pub async fn claim(
     conn: &mut Conn,
+    actor: Actor,
     kinds: Vec<String>,
     lease_seconds: i32,
     worker: Option<String>,
 ) -> AppResult<Option<JobRow>> {
     conn.transaction::<Option<JobRow>, AppError, _>(async move |c| {
+        let claimed = async |c: &mut Conn, job: JobRow| -> AppResult<Option<JobRow>> {
+            let old = serde_json::json!({ "status": "pending", "attempts": job.attempts - 1 });
+            audit::record(
+                c,
+                &actor,
+                job_entry("claimJob", job.id, Some(old.to_string())),
+            )
+            .await?;
+            Ok(Some(job))
+        };
         for _ in 0..16 {
             let mut q = Sql::new(
                 "WITH next AS (SELECT id FROM jobs WHERE status = 'pending' AND kind = ANY(",
@@ -96,19 +148,19 @@ pub async fn claim(
                 return Ok(None);
             };
             let Some(sid) = job.driven_session() else {
-                return Ok(Some(job));
+                return claimed(c, job).await;
             };
             if sessions::try_transition(c, sid, SessionStatus::Running, None)
                 .await?
                 .is_some()
             {
-                return Ok(Some(job));
+                return claimed(c, job).await;
             }
             let current = crate::sessions::model::SESSION_LIFECYCLE
                 .current(c, sid)
                 .await?;
             match current {
-                Some(SessionStatus::Running) => return Ok(Some(job)),
+                Some(SessionStatus::Running) => return claimed(c, job).await,
                 // The session ended (or vanished) before its crawl ran: nothing left to drive.
                 other => {
                     let why = match other {
@@ -123,6 +175,13 @@ pub async fn claim(
                         .push(" WHERE id = ")
                         .bind(Bind::Uuid(job.id));
                     q.execute(c).await?;
+                    let old = serde_json::json!({ "status": "pending" });
+                    audit::record(
+                        c,
+                        &actor,
+                        job_entry("cancelJob", job.id, Some(old.to_string())),
+                    )
+                    .await?;
                 }
             }
         }
@@ -134,6 +193,7 @@ pub async fn claim(
 /// Extends the lease by its original length and records progress; RUNNING jobs only.
 pub async fn heartbeat(
     conn: &mut Conn,
+    actor: Actor,
     id: Uuid,
     progress: f64,
     message: Option<String>,
@@ -150,30 +210,32 @@ pub async fn heartbeat(
         .push(" AND status = ANY(")
         .bind(Bind::Texts(vec![JobStatus::Running.as_db().into()]))
         .push(") RETURNING *");
-    if let Some(job) = q.get_result::<JobRow>(conn).await.optional()? {
-        return Ok(job);
-    }
-    // Not a move (the job stays RUNNING): a refusal names the action, like `recordPages` does.
-    match JOB_LIFECYCLE.current(conn, id).await? {
-        None => Err(AppError::NotFound {
-            entity: "job",
-            id: id.to_string(),
-        }),
-        Some(from) => Err(AppError::InvalidTransition {
-            entity: "job",
-            from: from.as_graphql(),
-            to: "heartbeatJob".into(),
-        }),
-    }
+    conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        let Some(job) = q.get_result::<JobRow>(c).await.optional()? else {
+            // Not a move (the job stays RUNNING): the refusal names the action, like
+            // `recordPages` does.
+            return Err(AppError::InvalidTransition {
+                entity: "job",
+                from: locked.status.as_graphql(),
+                to: "heartbeatJob".into(),
+            });
+        };
+        audit::record(c, &actor, job_entry("heartbeatJob", id, Some(locked.old))).await?;
+        Ok(job)
+    })
+    .await
 }
 
 /// RUNNING → COMPLETED with its result; a crawl job completes its session too.
 pub async fn complete(
     conn: &mut Conn,
+    actor: Actor,
     id: Uuid,
     result: Option<serde_json::Value>,
 ) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
         let mut q = Sql::new(
             "UPDATE jobs SET status = 'completed', progress = 1, finished_at = now(), \
              lease_expires_at = NULL, result = ",
@@ -186,10 +248,13 @@ pub async fn complete(
                 JOB_LIFECYCLE.allowed_from(JobStatus::Completed),
             ))
             .push(") RETURNING *");
-        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Completed).await?;
+        let job: JobRow = JOB_LIFECYCLE
+            .apply(c, q, &locked, JobStatus::Completed)
+            .await?;
         if let Some(sid) = job.driven_session() {
             sessions::try_transition(c, sid, SessionStatus::Completed, None).await?;
         }
+        audit::record(c, &actor, job_entry("completeJob", id, Some(locked.old))).await?;
         Ok(job)
     })
     .await
@@ -198,8 +263,15 @@ pub async fn complete(
 /// RUNNING → PENDING after a backoff when `retry` is asked and attempts remain, otherwise
 /// RUNNING → FAILED (a crawl job then fails its session with the same error). The choice is made
 /// by the one conditional statement, on the row's own `attempts`.
-pub async fn fail(conn: &mut Conn, id: Uuid, error: String, retry: bool) -> AppResult<JobRow> {
+pub async fn fail(
+    conn: &mut Conn,
+    actor: Actor,
+    id: Uuid,
+    error: String,
+    retry: bool,
+) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
         // Retry when asked and attempts remain; the backoff doubles with each attempt.
         let mut q = Sql::new("UPDATE jobs SET status = CASE WHEN ");
         q.bind(Bind::Bool(retry))
@@ -223,20 +295,24 @@ pub async fn fail(conn: &mut Conn, id: Uuid, error: String, retry: bool) -> AppR
             .push(" AND status = ANY(")
             .bind(Bind::Texts(JOB_LIFECYCLE.allowed_from(JobStatus::Failed)))
             .push(") RETURNING *");
-        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Failed).await?;
+        let job: JobRow = JOB_LIFECYCLE
+            .apply(c, q, &locked, JobStatus::Failed)
+            .await?;
         if job.status == JobStatus::Failed
             && let Some(sid) = job.driven_session()
         {
             sessions::try_transition(c, sid, SessionStatus::Failed, Some(error)).await?;
         }
+        audit::record(c, &actor, job_entry("failJob", id, Some(locked.old))).await?;
         Ok(job)
     })
     .await
 }
 
 /// PENDING or RUNNING → CANCELLED; a crawl job cancels its session too, when it has not ended.
-pub async fn cancel(conn: &mut Conn, id: Uuid) -> AppResult<JobRow> {
+pub async fn cancel(conn: &mut Conn, actor: Actor, id: Uuid) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
+        let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
         let mut q = Sql::new(
             "UPDATE jobs SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL \
              WHERE id = ",
@@ -247,10 +323,13 @@ pub async fn cancel(conn: &mut Conn, id: Uuid) -> AppResult<JobRow> {
                 JOB_LIFECYCLE.allowed_from(JobStatus::Cancelled),
             ))
             .push(") RETURNING *");
-        let job: JobRow = JOB_LIFECYCLE.apply(c, q, id, JobStatus::Cancelled).await?;
+        let job: JobRow = JOB_LIFECYCLE
+            .apply(c, q, &locked, JobStatus::Cancelled)
+            .await?;
         if let Some(sid) = job.driven_session() {
             sessions::try_transition(c, sid, SessionStatus::Cancelled, None).await?;
         }
+        audit::record(c, &actor, job_entry("cancelJob", id, Some(locked.old))).await?;
         Ok(job)
     })
     .await
@@ -260,7 +339,7 @@ pub async fn cancel(conn: &mut Conn, id: Uuid) -> AppResult<JobRow> {
 /// `limit` per call. Rows are taken with `FOR UPDATE SKIP LOCKED`, so reapers on several
 /// replicas split the work instead of racing for it, and a job that a worker is finishing at
 /// this moment is left to that worker. Failed crawl jobs fail their sessions.
-pub async fn reap_expired(conn: &mut Conn, limit: i64) -> AppResult<Vec<JobRow>> {
+pub async fn reap_expired(conn: &mut Conn, actor: Actor, limit: i64) -> AppResult<Vec<JobRow>> {
     conn.transaction::<Vec<JobRow>, AppError, _>(async move |c| {
         let mut q = Sql::new(
             "WITH expired AS (SELECT id FROM jobs WHERE status = 'running' \
@@ -278,6 +357,13 @@ pub async fn reap_expired(conn: &mut Conn, limit: i64) -> AppResult<Vec<JobRow>>
         );
         let reaped: Vec<JobRow> = q.load(c).await?;
         for job in &reaped {
+            let old = serde_json::json!({ "status": "running", "attempts": job.attempts });
+            audit::record(
+                c,
+                &actor,
+                job_entry("reapJob", job.id, Some(old.to_string())),
+            )
+            .await?;
             if job.status == JobStatus::Failed
                 && let Some(sid) = job.driven_session()
             {

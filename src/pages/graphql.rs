@@ -10,6 +10,7 @@ use super::loaders::{PageCountKey, PageFilter, PageId, PageListKey, PageParent};
 use super::model::{PageRow, PageStatus};
 use super::repo::{self, NewPage};
 use super::url::normalize_url;
+use crate::auth::{Perm, actor};
 use crate::bugs::graphql::{Bug, BugFilter, bugs_connection};
 use crate::bugs::loaders::BugParent;
 use crate::error::{AppError, AppResult};
@@ -66,6 +67,7 @@ impl Page {
         }
     }
     /// Pages discovered from this one.
+    #[graphql(complexity = "crate::graphql::connection::cost(first, 50, child_complexity)")]
     async fn children(
         &self,
         ctx: &Context<'_>,
@@ -93,6 +95,7 @@ impl Page {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    #[graphql(complexity = "crate::graphql::connection::cost(first, 50, child_complexity)")]
     async fn bugs(
         &self,
         ctx: &Context<'_>,
@@ -234,10 +237,11 @@ impl PagesMutation {
         session_id: Uuid,
         pages: Vec<PageInput>,
     ) -> async_graphql::Result<RecordPagesPayload> {
+        let actor = actor(ctx, Perm::Ingest)?;
         let items = validate_pages(pages)?;
         let rec = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::record(&mut conn, session_id, items).await
+            repo::record(&mut conn, actor, session_id, items).await
         })
         .await?;
         Ok(RecordPagesPayload {
@@ -255,10 +259,11 @@ impl PagesMutation {
         status: PageStatus,
         analysis_result: Option<Json<serde_json::Value>>,
     ) -> async_graphql::Result<Page> {
+        let actor = actor(ctx, Perm::Ingest)?;
         let ar = analysis_result.map(|j| j.0).filter(|v| !v.is_null());
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::set_status(&mut conn, id, status, ar).await
+            repo::set_status(&mut conn, actor, id, status, ar).await
         })
         .await?;
         Ok(Page::from(row))

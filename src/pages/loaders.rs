@@ -85,7 +85,7 @@ impl Loader<PageId> for BatchLoader {
     async fn load(&self, keys: &[PageId]) -> Result<HashMap<PageId, Arc<PageRow>>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.db.conn().await?;
-        let rows = repo::by_ids(&mut conn, &ids).await?;
+        let rows = repo::by_ids(&mut conn, &self.scope, &ids).await?;
         Ok(rows
             .into_iter()
             .map(|r| (PageId(r.id), Arc::new(r)))

@@ -45,6 +45,7 @@ impl Keyed for PageRow {
 pub const PAGE_LIFECYCLE: Lifecycle<PageStatus> = Lifecycle {
     entity: "page",
     table: "pages",
+    session_col: "t.session_id",
     moves: &[
         (PageStatus::Discovered, PageStatus::Crawling),
         (PageStatus::Crawling, PageStatus::Analyzed),

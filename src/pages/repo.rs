@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::loaders::{PageFilter, PageParent};
 use super::model::{PAGE_LIFECYCLE, PageRow, PageStatus};
+use crate::audit::repo::{self as audit, Entry, New};
+use crate::auth::{Actor, Scope};
 use crate::db::Conn;
 use crate::db::schema::pages::dsl as p;
 use crate::db::sql::{Bind, Sql};
@@ -31,12 +33,16 @@ struct KeyedCount {
     n: i64,
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> AppResult<Vec<PageRow>> {
-    Ok(p::pages
+/// Pages by id, of sessions the scope may see.
+pub async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<PageRow>> {
+    let mut q = p::pages
         .filter(p::id.eq_any(ids))
         .select(PageRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if let Some(v) = scope.visible("\"pages\".\"session_id\"") {
+        q = q.filter(v);
+    }
+    Ok(q.load(conn).await?)
 }
 
 fn push_filter(q: &mut Sql, filter: &PageFilter) {
@@ -122,45 +128,42 @@ pub struct Recorded {
     pub pages: Vec<PageRow>,
 }
 
-/// Locks the session row for the rest of the transaction and checks that it still ingests.
-/// Holding the lock serializes writers of one session, so a batch's view of which URLs exist
-/// stays true until it commits.
+/// Locks the session row for the rest of the transaction (if the scope may see it) and checks
+/// that it still ingests. Holding the lock serializes writers of one session, so a batch's view
+/// of which URLs exist stays true until it commits. Returns the session as JSON, the audit log's
+/// old value.
 pub async fn lock_ingesting_session(
     conn: &mut Conn,
+    scope: &Scope,
     session_id: Uuid,
     action: &str,
-) -> AppResult<()> {
-    use crate::sessions::model::{INGESTING, SessionStatus};
-    #[derive(QueryableByName)]
-    struct S {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        status: SessionStatus,
-    }
-    let mut q = Sql::new("SELECT status FROM crawl_sessions WHERE id = ");
-    q.bind(Bind::Uuid(session_id)).push(" FOR NO KEY UPDATE");
-    let row: Option<S> = q.get_result(conn).await.optional()?;
-    match row {
-        None => Err(AppError::NotFound {
+) -> AppResult<String> {
+    use crate::sessions::model::{INGESTING, SESSION_LIFECYCLE};
+    let locked = SESSION_LIFECYCLE.lock(conn, session_id, scope).await?;
+    if INGESTING.contains(&locked.status) {
+        Ok(locked.old)
+    } else {
+        Err(AppError::InvalidTransition {
             entity: "session",
-            id: session_id.to_string(),
-        }),
-        Some(S { status }) if INGESTING.contains(&status) => Ok(()),
-        Some(S { status }) => Err(AppError::InvalidTransition {
-            entity: "session",
-            from: status.as_graphql(),
+            from: locked.status.as_graphql(),
             to: action.to_owned(),
-        }),
+        })
     }
 }
 
 /// Records a batch of pages in one transaction: `INSERT … ON CONFLICT (session_id, url) DO
 /// NOTHING`, parents resolved from the batch or the stored pages, and `pages_discovered`
 /// incremented by exactly the number of new rows.
-pub async fn record(conn: &mut Conn, session_id: Uuid, items: Vec<NewPage>) -> AppResult<Recorded> {
+pub async fn record(
+    conn: &mut Conn,
+    actor: Actor,
+    session_id: Uuid,
+    items: Vec<NewPage>,
+) -> AppResult<Recorded> {
     use diesel_async::AsyncConnection;
     let total = items.len();
     conn.transaction::<Recorded, AppError, _>(async move |c| {
-        lock_ingesting_session(c, session_id, "recordPages").await?;
+        let old = lock_ingesting_session(c, &actor.scope(), session_id, "recordPages").await?;
 
         // First occurrence of a URL wins; later ones are duplicates.
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(items.len());
@@ -233,6 +236,21 @@ pub async fn record(conn: &mut Conn, session_id: Uuid, items: Vec<NewPage>) -> A
             q.execute(c).await?;
         }
         let inserted = inserted_rows.len();
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "recordPages",
+                resource_type: "session",
+                resource_id: Some(session_id),
+                old: Some(old),
+                new: New::Json(serde_json::json!({
+                    "inserted": inserted,
+                    "duplicates": total - inserted,
+                })),
+            },
+        )
+        .await?;
         by_url.extend(inserted_rows.into_iter().map(|p| (p.url.clone(), p)));
         let pages = distinct.iter().filter_map(|(_, p)| by_url.remove(&p.url)).collect();
         Ok(Recorded {
@@ -244,30 +262,50 @@ pub async fn record(conn: &mut Conn, session_id: Uuid, items: Vec<NewPage>) -> A
     .await
 }
 
-/// Moves a page along its lifecycle in one statement. Reaching ANALYZED or FAILED stamps
-/// `crawled_at` and increments the session's `pages_crawled` in the same statement.
+/// Moves a page along its lifecycle: the page is locked (scoped), one conditional statement
+/// moves it, and reaching ANALYZED or FAILED stamps `crawled_at` and increments the session's
+/// `pages_crawled` in that same statement; the audit entry commits with it.
 pub async fn set_status(
     conn: &mut Conn,
+    actor: Actor,
     id: Uuid,
     to: PageStatus,
     analysis_result: Option<serde_json::Value>,
 ) -> AppResult<PageRow> {
-    let mut q = Sql::new("WITH p AS (UPDATE pages SET status = ");
-    q.bind(Bind::Text(to.as_db().into()));
-    if to.is_crawled() {
-        q.push(", crawled_at = now()");
-    }
-    if let Some(ar) = analysis_result {
-        q.push(", analysis_result = ").bind(Bind::Json(ar));
-    }
-    q.push(" WHERE id = ")
-        .bind(Bind::Uuid(id))
-        .push(" AND status = ANY(")
-        .bind(Bind::Texts(PAGE_LIFECYCLE.allowed_from(to)))
-        .push(") RETURNING *)");
-    if to.is_crawled() {
-        q.push(", s AS (UPDATE crawl_sessions SET pages_crawled = pages_crawled + 1 WHERE id IN (SELECT session_id FROM p))");
-    }
-    q.push(" SELECT * FROM p");
-    PAGE_LIFECYCLE.apply(conn, q, id, to).await
+    use diesel_async::AsyncConnection;
+    conn.transaction::<PageRow, AppError, _>(async move |c| {
+        let locked = PAGE_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        let mut q = Sql::new("WITH p AS (UPDATE pages SET status = ");
+        q.bind(Bind::Text(to.as_db().into()));
+        if to.is_crawled() {
+            q.push(", crawled_at = now()");
+        }
+        if let Some(ar) = analysis_result {
+            q.push(", analysis_result = ").bind(Bind::Json(ar));
+        }
+        q.push(" WHERE id = ")
+            .bind(Bind::Uuid(id))
+            .push(" AND status = ANY(")
+            .bind(Bind::Texts(PAGE_LIFECYCLE.allowed_from(to)))
+            .push(") RETURNING *)");
+        if to.is_crawled() {
+            q.push(", s AS (UPDATE crawl_sessions SET pages_crawled = pages_crawled + 1 WHERE id IN (SELECT session_id FROM p))");
+        }
+        q.push(" SELECT * FROM p");
+        let row = PAGE_LIFECYCLE.apply(c, q, &locked, to).await?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "setPageStatus",
+                resource_type: "page",
+                resource_id: Some(id),
+                old: Some(locked.old),
+                new: New::Row("pages"),
+            },
+        )
+        .await?;
+        Ok(row)
+    })
+    .await
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::loaders::SessionId;
 use super::model::{SessionFilter, SessionRow, SessionStatus};
 use super::repo;
+use crate::auth::{Perm, actor};
 use crate::bugs::graphql::{Bug, BugFilter, SessionStatistics, bugs_connection};
 use crate::bugs::loaders::BugParent;
 use crate::error::{AppError, AppResult};
@@ -22,6 +23,7 @@ use crate::pages::graphql::{Page, pages_connection};
 use crate::pages::loaders::{PageFilter, PageParent};
 use crate::pages::model::PageStatus;
 use crate::pages::url::normalize_url;
+use crate::users::graphql::{Project, User, load_project, load_user};
 
 /// A crawl of one site: its counters, cost and lifecycle, and the pages and bugs it found.
 #[derive(Clone)]
@@ -80,8 +82,22 @@ impl CrawlSession {
     async fn completed_at(&self) -> Option<DateTime<Utc>> {
         self.0.completed_at
     }
+    /// The user who created the session; sessions from before ownership existed have none.
+    async fn owner(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        match self.0.owner_id {
+            Some(id) => Ok(load_user(ctx, id).await?),
+            None => Ok(None),
+        }
+    }
+    async fn project(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Project>> {
+        match self.0.project_id {
+            Some(id) => Ok(load_project(ctx, id).await?),
+            None => Ok(None),
+        }
+    }
 
     /// Pages in discovery order, optionally limited to one status or a maximum depth.
+    #[graphql(complexity = "crate::graphql::connection::cost(first, 50, child_complexity)")]
     async fn pages(
         &self,
         ctx: &Context<'_>,
@@ -96,6 +112,7 @@ impl CrawlSession {
     }
 
     /// Bugs of the whole session in detection order.
+    #[graphql(complexity = "crate::graphql::connection::cost(first, 50, child_complexity)")]
     async fn bugs(
         &self,
         ctx: &Context<'_>,
@@ -127,7 +144,7 @@ impl CountSource for SessionCount {
         async move {
             let r = req(ctx)?;
             let mut conn = r.db.conn().await?;
-            repo::count(&mut conn, &self.0).await
+            repo::count(&mut conn, &r.actor.scope(), &self.0).await
         }
         .boxed()
     }
@@ -148,6 +165,7 @@ impl SessionsQuery {
     }
 
     /// Sessions, newest first.
+    #[graphql(complexity = "crate::graphql::connection::cost(first, 20, child_complexity)")]
     async fn sessions(
         &self,
         ctx: &Context<'_>,
@@ -160,7 +178,7 @@ impl SessionsQuery {
         let filter = SessionFilter { status, base_url };
         let r = req(ctx)?;
         let mut conn = r.db.conn().await?;
-        let rows = repo::list(&mut conn, &filter, &window).await?;
+        let rows = repo::list(&mut conn, &r.actor.scope(), &filter, &window).await?;
         drop(conn);
         let rows = rows.into_iter().map(CrawlSession::from).collect();
         Ok(Connection::from_rows(
@@ -177,6 +195,8 @@ pub struct CreateSessionInput {
     pub base_url: String,
     /// Crawl settings; must be a JSON object. Defaults to `{}`.
     pub config: Option<Json<serde_json::Value>>,
+    /// A project the caller may use; its owner then sees the session too.
+    pub project_id: Option<Uuid>,
 }
 
 /// Validates an `addSessionCost` amount: exact, non-negative, at most 4 decimals.
@@ -198,13 +218,15 @@ fn validate_amount(amount: &BigDecimal) -> AppResult<()> {
 
 async fn move_session(
     ctx: &Context<'_>,
+    action: &'static str,
     id: Uuid,
     to: SessionStatus,
     error: Option<String>,
 ) -> AppResult<CrawlSession> {
+    let actor = actor(ctx, Perm::ManageSessions)?;
     let row = detached(ctx, move |db| async move {
         let mut conn = db.conn().await?;
-        repo::transition(&mut conn, id, to, error).await
+        repo::transition(&mut conn, actor, action, id, to, error).await
     })
     .await?;
     Ok(CrawlSession::from(row))
@@ -232,9 +254,11 @@ impl SessionsMutation {
                 );
             }
         };
+        let actor = actor(ctx, Perm::ManageSessions)?;
+        let project = input.project_id;
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::create(&mut conn, base_url, config).await
+            repo::create(&mut conn, actor, base_url, config, project).await
         })
         .await?;
         Ok(CrawlSession::from(row))
@@ -246,7 +270,7 @@ impl SessionsMutation {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> async_graphql::Result<CrawlSession> {
-        Ok(move_session(ctx, id, SessionStatus::Running, None).await?)
+        Ok(move_session(ctx, "startSession", id, SessionStatus::Running, None).await?)
     }
 
     /// RUNNING → COMPLETED; sets `completedAt`.
@@ -255,7 +279,7 @@ impl SessionsMutation {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> async_graphql::Result<CrawlSession> {
-        Ok(move_session(ctx, id, SessionStatus::Completed, None).await?)
+        Ok(move_session(ctx, "completeSession", id, SessionStatus::Completed, None).await?)
     }
 
     /// RUNNING → FAILED; stores the error and sets `completedAt`.
@@ -268,7 +292,7 @@ impl SessionsMutation {
         if error.trim().is_empty() {
             return Err(AppError::bad_field("error", "error must not be empty").into());
         }
-        Ok(move_session(ctx, id, SessionStatus::Failed, Some(error)).await?)
+        Ok(move_session(ctx, "failSession", id, SessionStatus::Failed, Some(error)).await?)
     }
 
     /// PENDING or RUNNING → CANCELLED; sets `completedAt`.
@@ -277,7 +301,7 @@ impl SessionsMutation {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> async_graphql::Result<CrawlSession> {
-        Ok(move_session(ctx, id, SessionStatus::Cancelled, None).await?)
+        Ok(move_session(ctx, "cancelSession", id, SessionStatus::Cancelled, None).await?)
     }
 
     /// Adds an exact amount (at most 4 decimals, not negative) to `totalCost`.
@@ -287,13 +311,24 @@ impl SessionsMutation {
         id: Uuid,
         amount: Decimal,
     ) -> async_graphql::Result<CrawlSession> {
+        let actor = actor(ctx, Perm::Ingest)?;
         validate_amount(&amount.0)?;
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::add_cost(&mut conn, id, amount.0).await
+            repo::add_cost(&mut conn, actor, id, amount.0).await
         })
         .await?;
         Ok(CrawlSession::from(row))
+    }
+
+    /// Deletes a session with its pages and bugs; its jobs stay, unlinked. Returns the id.
+    async fn delete_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Uuid> {
+        let actor = actor(ctx, Perm::ManageSessions)?;
+        Ok(detached(ctx, move |db| async move {
+            let mut conn = db.conn().await?;
+            repo::delete(&mut conn, actor, id).await
+        })
+        .await?)
     }
 }
 
@@ -339,6 +374,16 @@ impl SessionsSubscription {
         session_id: Uuid,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SessionProgress>> + use<>>
     {
+        let r = req(ctx)?;
+        let visible =
+            crate::sessions::loaders::visible(&r.db, &r.actor.scope(), session_id).await?;
+        if !visible {
+            return Err(AppError::NotFound {
+                entity: "session",
+                id: session_id.to_string(),
+            }
+            .into());
+        }
         let updates = live(ctx)?.watch_session(session_id).await?;
         Ok(updates.map(move |u| {
             if u.row.is_none() {

@@ -23,10 +23,22 @@ impl Loader<SessionId> for BatchLoader {
     ) -> Result<HashMap<SessionId, Arc<SessionRow>>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let mut conn = self.db.conn().await?;
-        let rows = repo::by_ids(&mut conn, &ids).await?;
+        let rows = repo::visible_by_ids(&mut conn, &self.scope, &ids).await?;
         Ok(rows
             .into_iter()
             .map(|r| (SessionId(r.id), Arc::new(r)))
             .collect())
     }
+}
+
+/// Whether the scope may see the session (checked once when a subscription starts).
+pub async fn visible(
+    db: &crate::db::Db,
+    scope: &crate::auth::Scope,
+    id: Uuid,
+) -> Result<bool, AppError> {
+    let mut conn = db.conn().await?;
+    Ok(!repo::visible_by_ids(&mut conn, scope, &[id])
+        .await?
+        .is_empty())
 }

@@ -33,6 +33,8 @@ pub struct SessionRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub owner_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
 }
 
 impl Keyed for SessionRow {
@@ -55,6 +57,7 @@ pub struct SessionFilter {
 pub const SESSION_LIFECYCLE: Lifecycle<SessionStatus> = Lifecycle {
     entity: "session",
     table: "crawl_sessions",
+    session_col: "t.id",
     moves: &[
         (SessionStatus::Pending, SessionStatus::Running),
         (SessionStatus::Running, SessionStatus::Completed),

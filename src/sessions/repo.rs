@@ -3,33 +3,56 @@
 
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::model::{SESSION_LIFECYCLE, SessionFilter, SessionRow, SessionStatus};
+use crate::audit::repo::{self as audit, Entry, New};
+use crate::auth::{Actor, Scope};
 use crate::db::Conn;
 use crate::db::schema::crawl_sessions::dsl as s;
 use crate::db::sql::{Bind, Sql};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
 
+/// Sessions by id, whoever owns them: for the live-update hub and internal checks. Requests go
+/// through [`visible_by_ids`].
 pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> AppResult<Vec<SessionRow>> {
-    Ok(s::crawl_sessions
+    visible_by_ids(conn, &Scope::All, ids).await
+}
+
+/// Sessions by id that the scope may see.
+pub async fn visible_by_ids(
+    conn: &mut Conn,
+    scope: &Scope,
+    ids: &[Uuid],
+) -> AppResult<Vec<SessionRow>> {
+    let mut q = s::crawl_sessions
         .filter(s::id.eq_any(ids))
         .select(SessionRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if let Some(v) = scope.visible(VISIBLE_COL) {
+        q = q.filter(v);
+    }
+    Ok(q.load(conn).await?)
 }
+
+/// How diesel spells a session's own id, for [`Scope::visible`].
+const VISIBLE_COL: &str = "\"crawl_sessions\".\"id\"";
 
 /// Newest first, keyset-paginated.
 pub async fn list(
     conn: &mut Conn,
+    scope: &Scope,
     filter: &SessionFilter,
     window: &Window,
 ) -> AppResult<Vec<SessionRow>> {
     let mut q = s::crawl_sessions
         .select(SessionRow::as_select())
         .into_boxed();
+    if let Some(v) = scope.visible(VISIBLE_COL) {
+        q = q.filter(v);
+    }
     if let Some(st) = filter.status {
         q = q.filter(s::status.eq(st));
     }
@@ -49,8 +72,11 @@ pub async fn list(
         .await?)
 }
 
-pub async fn count(conn: &mut Conn, filter: &SessionFilter) -> AppResult<i64> {
+pub async fn count(conn: &mut Conn, scope: &Scope, filter: &SessionFilter) -> AppResult<i64> {
     let mut q = s::crawl_sessions.count().into_boxed();
+    if let Some(v) = scope.visible(VISIBLE_COL) {
+        q = q.filter(v);
+    }
     if let Some(st) = filter.status {
         q = q.filter(s::status.eq(st));
     }
@@ -68,37 +94,100 @@ pub async fn insert_many(conn: &mut Conn, rows: &[SessionRow]) -> AppResult<usiz
         .await?)
 }
 
+/// Creates a PENDING session owned by the actor, optionally in a project the actor may use.
 pub async fn create(
     conn: &mut Conn,
+    actor: Actor,
     base_url: String,
     config: serde_json::Value,
+    project_id: Option<Uuid>,
 ) -> AppResult<SessionRow> {
-    Ok(diesel::insert_into(s::crawl_sessions)
-        .values((
-            s::id.eq(Uuid::now_v7()),
-            s::base_url.eq(base_url),
-            s::config.eq(config),
-        ))
-        .returning(SessionRow::as_returning())
-        .get_result(conn)
-        .await?)
+    conn.transaction::<SessionRow, AppError, _>(async move |c| {
+        if let Some(pid) = project_id {
+            let mut q = Sql::new("SELECT id FROM projects WHERE id = ");
+            q.bind(Bind::Uuid(pid));
+            if let Scope::Owner(user) = actor.scope() {
+                q.push(" AND owner_id = ").bind(Bind::Uuid(user));
+            }
+            q.push(" FOR KEY SHARE");
+            #[derive(QueryableByName)]
+            struct Id {
+                #[diesel(sql_type = diesel::sql_types::Uuid)]
+                #[expect(dead_code, reason = "only its presence matters")]
+                id: Uuid,
+            }
+            if q.get_result::<Id>(c).await.optional()?.is_none() {
+                return Err(AppError::NotFound {
+                    entity: "project",
+                    id: pid.to_string(),
+                });
+            }
+        }
+        let id = Uuid::now_v7();
+        let row: SessionRow = diesel::insert_into(s::crawl_sessions)
+            .values((
+                s::id.eq(id),
+                s::base_url.eq(base_url),
+                s::config.eq(config),
+                s::owner_id.eq(actor.principal.user_id),
+                s::project_id.eq(project_id),
+            ))
+            .returning(SessionRow::as_returning())
+            .get_result(c)
+            .await?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "createSession",
+                resource_type: "session",
+                resource_id: Some(id),
+                old: None,
+                new: New::Row("crawl_sessions"),
+            },
+        )
+        .await?;
+        Ok(row)
+    })
+    .await
 }
 
-/// Moves a session along its lifecycle in one conditional statement; the transition's
-/// timestamps (and a failure's message) are set by the same statement.
+/// Moves a session along its lifecycle: the row is locked (scoped to what the actor may see),
+/// one conditional statement makes the move and sets its timestamps (and a failure's
+/// message), and the audit entry is written, all in one transaction.
 pub async fn transition(
     conn: &mut Conn,
+    actor: Actor,
+    action: &'static str,
     id: Uuid,
     to: SessionStatus,
     error: Option<String>,
 ) -> AppResult<SessionRow> {
-    SESSION_LIFECYCLE
-        .apply(conn, transition_sql(id, to, error), id, to)
-        .await
+    conn.transaction::<SessionRow, AppError, _>(async move |c| {
+        let locked = SESSION_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        let row = SESSION_LIFECYCLE
+            .apply(c, transition_sql(id, to, error), &locked, to)
+            .await?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action,
+                resource_type: "session",
+                resource_id: Some(id),
+                old: Some(locked.old),
+                new: New::Row("crawl_sessions"),
+            },
+        )
+        .await?;
+        Ok(row)
+    })
+    .await
 }
 
-/// The same conditional move, for moves that follow from another entity's (a crawl job's): a
-/// session whose status does not allow it is left alone and `None` is returned.
+/// The same conditional move, for moves that follow from another entity's (a crawl job's), in
+/// the caller's transaction: a session whose status does not allow it is left alone and `None`
+/// is returned.
 pub async fn try_transition(
     conn: &mut Conn,
     id: Uuid,
@@ -136,28 +225,66 @@ pub fn max_cost() -> BigDecimal {
 }
 
 /// Adds to `total_cost` with one atomic increment, refusing a sum that would overflow.
-pub async fn add_cost(conn: &mut Conn, id: Uuid, amount: BigDecimal) -> AppResult<SessionRow> {
-    let mut q = Sql::new("UPDATE crawl_sessions SET total_cost = total_cost + ");
-    q.bind(Bind::Numeric(amount.clone()))
-        .push(" WHERE id = ")
-        .bind(Bind::Uuid(id))
-        .push(" AND total_cost + ")
-        .bind(Bind::Numeric(amount))
-        .push(" <= ")
-        .bind(Bind::Numeric(max_cost()))
-        .push(" RETURNING *");
-    let row: Option<SessionRow> = q.get_result(conn).await.optional()?;
-    match row {
-        Some(row) => Ok(row),
-        None => match SESSION_LIFECYCLE.current(conn, id).await? {
-            None => Err(AppError::NotFound {
-                entity: "session",
-                id: id.to_string(),
-            }),
-            Some(_) => Err(AppError::bad_field(
+pub async fn add_cost(
+    conn: &mut Conn,
+    actor: Actor,
+    id: Uuid,
+    amount: BigDecimal,
+) -> AppResult<SessionRow> {
+    conn.transaction::<SessionRow, AppError, _>(async move |c| {
+        let locked = SESSION_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        let mut q = Sql::new("UPDATE crawl_sessions SET total_cost = total_cost + ");
+        q.bind(Bind::Numeric(amount.clone()))
+            .push(" WHERE id = ")
+            .bind(Bind::Uuid(id))
+            .push(" AND total_cost + ")
+            .bind(Bind::Numeric(amount))
+            .push(" <= ")
+            .bind(Bind::Numeric(max_cost()))
+            .push(" RETURNING *");
+        let row: SessionRow = q.get_result(c).await.optional()?.ok_or_else(|| {
+            AppError::bad_field(
                 "amount",
                 "total cost would exceed 999999.9999, the most NUMERIC(10,4) holds",
-            )),
-        },
-    }
+            )
+        })?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "addSessionCost",
+                resource_type: "session",
+                resource_id: Some(id),
+                old: Some(locked.old),
+                new: New::Row("crawl_sessions"),
+            },
+        )
+        .await?;
+        Ok(row)
+    })
+    .await
+}
+
+/// Deletes a session with its pages and bugs (its jobs stay, unlinked).
+pub async fn delete(conn: &mut Conn, actor: Actor, id: Uuid) -> AppResult<Uuid> {
+    conn.transaction::<Uuid, AppError, _>(async move |c| {
+        let locked = SESSION_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        diesel::delete(s::crawl_sessions.filter(s::id.eq(id)))
+            .execute(c)
+            .await?;
+        audit::record(
+            c,
+            &actor,
+            Entry {
+                action: "deleteSession",
+                resource_type: "session",
+                resource_id: Some(id),
+                old: Some(locked.old),
+                new: New::Nothing,
+            },
+        )
+        .await?;
+        Ok(id)
+    })
+    .await
 }

@@ -9,6 +9,7 @@ use crate::harness::{TestDb, code};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_pool_is_unavailable_not_a_hang() {
     let t = TestDb::with_pool(1, 300).await;
+    t.admin().await;
     let held = t.db.conn().await.expect("the only connection");
     let started = Instant::now();
     let (v, _) = tokio::time::timeout(
@@ -39,6 +40,7 @@ async fn an_unreachable_database_is_unavailable() {
     let (resp, _) = bughive_gateway::graphql::execute(
         &schema,
         &db,
+        crate::harness::anonymous_admin(),
         async_graphql::Request::new("{ sessions { totalCount } }"),
     )
     .await;

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bughive_gateway::auth::authenticator::DEV_SUBJECT;
+use bughive_gateway::auth::jwt::JwtConfig;
+use bughive_gateway::auth::{Actor, Authenticator, Principal, Role};
 use bughive_gateway::config::DbConfig;
 use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
 use bughive_gateway::db::{Db, build_pool, run_migrations};
 use bughive_gateway::graphql::{AppSchema, build_schema, execute};
-use bughive_gateway::http::{AppState, router};
+use bughive_gateway::http::{AppState, HttpConfig, router};
 use bughive_gateway::live::Live;
 use serde_json::Value;
 
@@ -181,6 +184,7 @@ pub struct TestDb {
     pub url: String,
     pub db: Db,
     pub schema: AppSchema,
+    admin: tokio::sync::OnceCell<Principal>,
 }
 
 impl TestDb {
@@ -218,14 +222,61 @@ impl TestDb {
             url,
             db,
             schema: build_schema(),
+            admin: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Runs a GraphQL request; returns the response as JSON and the SQL statements it issued.
+    /// The user of `subject` with `role` (provisioned like a first request would).
+    pub async fn user(&self, subject: &str, role: Role) -> Principal {
+        let mut conn = self.db.conn().await.expect("conn");
+        let row = bughive_gateway::users::repo::provision(
+            &mut conn,
+            bughive_gateway::users::repo::NewUser {
+                subject: subject.into(),
+                email: None,
+                display_name: None,
+                role,
+            },
+        )
+        .await
+        .map_err(|e| e.message())
+        .expect("provision");
+        Principal {
+            user_id: row.id,
+            subject: row.subject,
+            role: row.role,
+        }
+    }
+
+    /// The built-in admin of development mode, which `gql` runs as.
+    pub async fn admin(&self) -> Principal {
+        self.admin
+            .get_or_init(|| self.user(DEV_SUBJECT, Role::Admin))
+            .await
+            .clone()
+    }
+
+    /// Runs a GraphQL request as the built-in admin; returns the response as JSON and the SQL
+    /// statements it issued.
     pub async fn gql(&self, query: &str, variables: Value) -> (Value, u64) {
+        let admin = self.admin().await;
+        self.gql_as(&admin, query, variables).await
+    }
+
+    /// Runs a GraphQL request as `principal`.
+    pub async fn gql_as(
+        &self,
+        principal: &Principal,
+        query: &str,
+        variables: Value,
+    ) -> (Value, u64) {
         let req = async_graphql::Request::new(query)
             .variables(async_graphql::Variables::from_json(variables));
-        let (resp, stats) = execute(&self.schema, &self.db, req).await;
+        let actor = Actor {
+            principal: principal.clone(),
+            request_id: Some("test".into()),
+        };
+        let (resp, stats) = execute(&self.schema, &self.db, actor, req).await;
         (
             serde_json::to_value(&resp).expect("response serializes"),
             stats.statements(),
@@ -239,16 +290,25 @@ impl TestDb {
         v["data"].clone()
     }
 
-    /// Serves the gateway for this database on a loopback port, as `serve` would: HTTP, the
-    /// WebSocket endpoint and a live-update hub with its own listener connection.
+    /// Serves the gateway for this database on a loopback port, as `serve` would in
+    /// development mode: HTTP, the WebSocket endpoint and a live-update hub with its own
+    /// listener connection.
     pub async fn serve(&self) -> std::net::SocketAddr {
-        self.serve_with(|s| s).await
+        self.serve_with(JwtConfig::default(), HttpConfig::default())
+            .await
     }
 
-    /// Like [`serve`](Self::serve), with the application state adjusted first.
-    pub async fn serve_with(
+    /// Like [`serve`](Self::serve), with authentication and HTTP settings of its own.
+    pub async fn serve_with(&self, jwt: JwtConfig, http: HttpConfig) -> std::net::SocketAddr {
+        self.serve_schema(self.schema.clone(), jwt, http).await
+    }
+
+    /// Like [`serve_with`](Self::serve_with), with a schema of its own (limits).
+    pub async fn serve_schema(
         &self,
-        adjust: impl FnOnce(AppState) -> AppState,
+        schema: AppSchema,
+        jwt: JwtConfig,
+        http: HttpConfig,
     ) -> std::net::SocketAddr {
         let live = Live::start(self.url.clone(), self.db.scoped());
         // Subscriptions opened before the listener is up would get an extra `resync` message.
@@ -258,11 +318,8 @@ impl TestDb {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let app = router(adjust(AppState::new(
-            self.schema.clone(),
-            self.db.clone(),
-            live,
-        )));
+        let auth = Authenticator::new(jwt, self.db.scoped());
+        let app = router(AppState::new(schema, self.db.clone(), live, auth, http));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -360,4 +417,16 @@ pub async fn ws_subscribe(ws: &mut Ws, protocol: &str, id: &str, query: &str, va
     ))
     .await
     .expect("subscribe");
+}
+
+/// An actor for requests run without a database-backed user (the database may be unreachable).
+pub fn anonymous_admin() -> Actor {
+    Actor {
+        principal: Principal {
+            user_id: uuid::Uuid::nil(),
+            subject: DEV_SUBJECT.into(),
+            role: Role::Admin,
+        },
+        request_id: None,
+    }
 }

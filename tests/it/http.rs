@@ -185,7 +185,14 @@ async fn health_and_readiness() {
         "host=/nonexistent-bughive dbname=x user=x".into(),
         db.clone(),
     );
-    let app = router(AppState::new(t.schema.clone(), db, live));
+    let auth = bughive_gateway::auth::Authenticator::new(Default::default(), db.clone());
+    let app = router(AppState::new(
+        t.schema.clone(),
+        db,
+        live,
+        auth,
+        Default::default(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

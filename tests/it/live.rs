@@ -166,9 +166,11 @@ async fn unknown_ids_are_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_get_keep_alives() {
     let t = TestDb::new().await;
-    let addr = t
-        .serve_with(|s| s.with_ws_keepalive(Duration::from_millis(100)))
-        .await;
+    let http = bughive_gateway::http::HttpConfig {
+        ws_keepalive: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let addr = t.serve_with(Default::default(), http).await;
     for (protocol, ty) in [("graphql-transport-ws", "ping"), ("graphql-ws", "ka")] {
         let mut ws = ws_connect(addr, protocol).await;
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())

@@ -417,7 +417,9 @@ async fn response_keys_follow_the_selection_order() {
     let q = "query Q { sessions { pageInfo { hasNextPage } totalCount nodes { ...S } } } \
              fragment S on CrawlSession { status pages { totalCount nodes { url bugs { totalCount nodes { title } } } } id }";
     let req = async_graphql::Request::new(q);
-    let (resp, _) = bughive_gateway::graphql::execute(&t.schema, &t.db, req).await;
+    let (resp, _) =
+        bughive_gateway::graphql::execute(&t.schema, &t.db, crate::harness::anonymous_admin(), req)
+            .await;
     assert!(resp.errors.is_empty(), "{:?}", resp.errors);
     let text = serde_json::to_string(&resp).expect("json");
     let pos = |needle: &str| {
@@ -443,6 +445,7 @@ async fn response_keys_follow_the_selection_order() {
     let (resp, _) = bughive_gateway::graphql::execute(
         &t.schema,
         &t.db,
+        crate::harness::anonymous_admin(),
         async_graphql::Request::new(
             "{ b: sessions { nodes { id } totalCount } a: sessions { totalCount } }",
         ),

@@ -1,0 +1,142 @@
+//! Turns a request's `Authorization` header into a [`Principal`], provisioning the user on first
+//! sight. Principals are cached for a short while so a request costs no extra statement.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::jwt::JwtConfig;
+use super::{Principal, Role};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::users::model::UserRow;
+use crate::users::repo::{self, NewUser};
+
+/// The built-in identity of development mode (no verification key configured).
+pub const DEV_SUBJECT: &str = "dev:admin";
+/// How long a provisioned principal is trusted before its user row is read again (role and
+/// `is_active` changes take effect within this time).
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jwt: JwtConfig,
+    db: Db,
+    cache: Mutex<HashMap<String, (Principal, bool, Instant)>>,
+}
+
+impl Authenticator {
+    pub fn new(jwt: JwtConfig, db: Db) -> Self {
+        Authenticator {
+            inner: Arc::new(Inner {
+                jwt,
+                db,
+                cache: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Development mode: no token is checked and every caller is the built-in admin.
+    pub fn is_dev_mode(&self) -> bool {
+        !self.inner.jwt.enabled()
+    }
+
+    pub fn jwt(&self) -> &JwtConfig {
+        &self.inner.jwt
+    }
+
+    /// The caller of a request with this `Authorization` header value.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> AppResult<Principal> {
+        if self.is_dev_mode() {
+            return self
+                .principal_for(NewUser {
+                    subject: DEV_SUBJECT.into(),
+                    email: None,
+                    display_name: Some("Development admin".into()),
+                    role: Role::Admin,
+                })
+                .await;
+        }
+        let header = authorization
+            .ok_or_else(|| AppError::Unauthenticated("missing bearer token".into()))?;
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AppError::Unauthenticated("Authorization must be `Bearer <token>`".into())
+            })?;
+        let claims = self.inner.jwt.verify(token)?;
+        let role = match claims.role.as_deref() {
+            None => Role::User,
+            Some(r) => Role::from_db(&r.to_ascii_lowercase()).ok_or_else(|| {
+                AppError::Unauthenticated(format!("invalid token: unknown role {r:?}"))
+            })?,
+        };
+        self.principal_for(NewUser {
+            subject: claims.sub,
+            email: claims.email,
+            display_name: claims.name,
+            role,
+        })
+        .await
+    }
+
+    async fn principal_for(&self, user: NewUser) -> AppResult<Principal> {
+        let cached = {
+            let cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&user.subject)
+                .filter(|(_, _, at)| at.elapsed() < CACHE_TTL)
+                .map(|(p, active, _)| (p.clone(), *active))
+        };
+        let (principal, active) = match cached {
+            Some(hit) => hit,
+            None => {
+                let row = self.provision(user).await?;
+                let p = Principal {
+                    user_id: row.id,
+                    subject: row.subject.clone(),
+                    role: row.role,
+                };
+                let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(row.subject, (p.clone(), row.is_active, Instant::now()));
+                (p, row.is_active)
+            }
+        };
+        if !active {
+            return Err(AppError::Forbidden("this account is deactivated".into()));
+        }
+        Ok(principal)
+    }
+
+    /// `INSERT … ON CONFLICT (subject)`: concurrent first requests of one subject leave one row.
+    async fn provision(&self, user: NewUser) -> AppResult<UserRow> {
+        let db = self.inner.db.scoped();
+        crate::db::run_detached(async move {
+            let mut conn = db.conn().await?;
+            repo::provision(&mut conn, user).await
+        })
+        .await
+    }
+
+    /// Forgets cached principals, so role and activation changes apply to the next request.
+    pub fn forget(&self, subject: Option<&str>) {
+        let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match subject {
+            Some(s) => {
+                cache.remove(s);
+            }
+            None => cache.clear(),
+        }
+    }
+}

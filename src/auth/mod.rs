@@ -1,0 +1,234 @@
+//! Who is calling, and what they may do.
+//!
+//! Authentication (`jwt`, `Authenticator`) turns a bearer token into a [`Principal`], provisioning
+//! its user on first sight. Authorization has two halves: [`Principal::require`] refuses an
+//! operation the caller's role does not allow (`FORBIDDEN`), and [`Scope`] filters every query of
+//! the data layer to what the caller may see, so someone else's resource behaves as if it did
+//! not exist.
+
+pub mod authenticator;
+pub mod jwt;
+
+use async_graphql::Context;
+use uuid::Uuid;
+
+use crate::db::sql::{Bind, Sql};
+use crate::error::{AppError, AppResult};
+pub use crate::users::model::Role;
+pub use authenticator::Authenticator;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub subject: String,
+    pub role: Role,
+}
+
+/// Who makes a change, as the audit log records it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub principal: Principal,
+    /// The request's `x-request-id`.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub fn scope(&self) -> Scope {
+        self.principal.scope()
+    }
+}
+
+/// Operations that not every role may perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    /// Create, start, complete, fail, cancel and delete sessions.
+    ManageSessions,
+    /// recordPages, reportBugs, setPageStatus, addSessionCost.
+    Ingest,
+    /// validateBug, markBugReported, dismissBug, reopenBug.
+    ReviewBugs,
+    /// enqueueJob and cancelJob.
+    QueueJobs,
+    /// claimJob, heartbeatJob, completeJob, failJob: what workers do.
+    RunJobs,
+    CreateProjects,
+    /// List users.
+    SeeUsers,
+    /// Change users' roles and deactivate them.
+    AdministerUsers,
+    ReadAuditLog,
+}
+
+impl Principal {
+    /// May this caller's role perform `perm` at all? Which rows it may touch is the scope's job.
+    pub fn allows(&self, perm: Perm) -> bool {
+        use Perm as P;
+        use Role as R;
+        match self.role {
+            R::Admin => true,
+            R::Manager => !matches!(perm, P::AdministerUsers | P::ReadAuditLog),
+            R::User => matches!(
+                perm,
+                P::ManageSessions | P::Ingest | P::ReviewBugs | P::QueueJobs | P::CreateProjects
+            ),
+            R::Service => matches!(perm, P::Ingest | P::QueueJobs | P::RunJobs),
+        }
+    }
+
+    pub fn require(&self, perm: Perm) -> AppResult<()> {
+        if self.allows(perm) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_db()
+            )))
+        }
+    }
+
+    /// The rows this caller may see and change.
+    pub fn scope(&self) -> Scope {
+        match self.role {
+            Role::Admin | Role::Manager | Role::Service => Scope::All,
+            Role::User => Scope::Owner(self.user_id),
+        }
+    }
+}
+
+/// Which sessions (and so pages, bugs and jobs) a caller may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    All,
+    /// Sessions the user owns, and the sessions of projects the user owns.
+    Owner(Uuid),
+}
+
+impl Scope {
+    /// Appends ` AND <visible>` for a row whose session id is `session_col` (e.g. `t.session_id`,
+    /// or `s.id` for a session itself). Rows without a session are visible to `All` only.
+    pub fn push_filter(&self, q: &mut Sql, session_col: &str) {
+        if let Scope::Owner(user) = self {
+            q.push(" AND EXISTS (SELECT 1 FROM crawl_sessions vis WHERE vis.id = ")
+                .push(session_col)
+                .push(" AND (vis.owner_id = ")
+                .bind(Bind::Uuid(*user))
+                .push(" OR vis.project_id IN (SELECT p.id FROM projects p WHERE p.owner_id = ")
+                .bind(Bind::Uuid(*user))
+                .push(")))");
+        }
+    }
+}
+
+impl Scope {
+    /// The same filter for diesel DSL queries: `session_col` names the session id column as
+    /// the query spells it (`"pages"."session_id"`). `None` when everything is visible.
+    pub fn visible<QS: 'static>(
+        &self,
+        session_col: &'static str,
+    ) -> Option<
+        Box<dyn diesel::BoxableExpression<QS, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>,
+    > {
+        use diesel::sql_types::{Bool, Uuid as SqlUuid};
+        let Scope::Owner(user) = *self else {
+            return None;
+        };
+        Some(Box::new(
+            diesel::dsl::sql::<Bool>("EXISTS (SELECT 1 FROM crawl_sessions vis WHERE vis.id = ")
+                .sql(session_col)
+                .sql(" AND (vis.owner_id = ")
+                .bind::<SqlUuid, _>(user)
+                .sql(" OR vis.project_id IN (SELECT p.id FROM projects p WHERE p.owner_id = ")
+                .bind::<SqlUuid, _>(user)
+                .sql(")))"),
+        ))
+    }
+}
+
+/// The caller of the current request.
+pub fn principal<'a>(ctx: &Context<'a>) -> AppResult<&'a Principal> {
+    Ok(&crate::graphql::context::req(ctx)?.actor.principal)
+}
+
+/// The caller, checked for `perm`, as the audit log will record it.
+pub fn actor(ctx: &Context<'_>, perm: Perm) -> AppResult<Actor> {
+    let actor = &crate::graphql::context::req(ctx)?.actor;
+    actor.principal.require(perm)?;
+    Ok(actor.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn as_role(role: Role) -> Principal {
+        Principal {
+            user_id: Uuid::nil(),
+            subject: "t".into(),
+            role,
+        }
+    }
+
+    /// The access table of the README, written out again.
+    #[test]
+    fn roles_allow_what_the_access_table_says() {
+        use Perm as P;
+        let all = [
+            P::ManageSessions,
+            P::Ingest,
+            P::ReviewBugs,
+            P::QueueJobs,
+            P::RunJobs,
+            P::CreateProjects,
+            P::SeeUsers,
+            P::AdministerUsers,
+            P::ReadAuditLog,
+        ];
+        let allowed = |role: Role| -> Vec<P> {
+            all.iter()
+                .copied()
+                .filter(|p| as_role(role).allows(*p))
+                .collect()
+        };
+        assert_eq!(allowed(Role::Admin), all.to_vec());
+        assert_eq!(
+            allowed(Role::Manager),
+            vec![
+                P::ManageSessions,
+                P::Ingest,
+                P::ReviewBugs,
+                P::QueueJobs,
+                P::RunJobs,
+                P::CreateProjects,
+                P::SeeUsers
+            ]
+        );
+        assert_eq!(
+            allowed(Role::User),
+            vec![
+                P::ManageSessions,
+                P::Ingest,
+                P::ReviewBugs,
+                P::QueueJobs,
+                P::CreateProjects
+            ]
+        );
+        assert_eq!(
+            allowed(Role::Service),
+            vec![P::Ingest, P::QueueJobs, P::RunJobs]
+        );
+        assert_eq!(
+            as_role(Role::Service)
+                .require(P::AdministerUsers)
+                .map_err(|e| e.code()),
+            Err("FORBIDDEN")
+        );
+    }
+
+    #[test]
+    fn only_users_are_scoped() {
+        assert_eq!(as_role(Role::Admin).scope(), Scope::All);
+        assert_eq!(as_role(Role::Service).scope(), Scope::All);
+        assert_eq!(as_role(Role::User).scope(), Scope::Owner(Uuid::nil()));
+    }
+}

@@ -1,0 +1,203 @@
+//! Query limits that keep one client from exhausting the gateway, and error codes for the
+//! errors async-graphql raises itself.
+//!
+//! Depth and complexity are checked by async-graphql during validation (connections cost their
+//! `first` times their selection); aliases and root fields per operation are counted here on the
+//! parsed document. Every limit is configurable (see the README).
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
+    NextValidation,
+};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use crate::error::AppError;
+
+/// The limits of one deployment, from the environment (see [`Limits::from_env`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub introspection: bool,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 12,
+            // The load benchmark's Q1 (20 sessions × 50 pages × 500 bugs) costs about 3.0 M.
+            max_complexity: 4_000_000,
+            max_aliases: 30,
+            max_root_fields: 20,
+            introspection: true,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// `GRAPHQL_MAX_DEPTH`, `GRAPHQL_MAX_COMPLEXITY`, `GRAPHQL_MAX_ALIASES`,
+    /// `GRAPHQL_MAX_ROOT_FIELDS`, `GRAPHQL_INTROSPECTION` and `GRAPHQL_MAX_BODY_BYTES`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use crate::config::env_num;
+        let d = Limits::default();
+        let introspection = match std::env::var("GRAPHQL_INTROSPECTION") {
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "true" | "1" | "on" | "yes" => true,
+                "false" | "0" | "off" | "no" => false,
+                other => anyhow::bail!("GRAPHQL_INTROSPECTION={other:?} is not true or false"),
+            },
+            Err(_) => d.introspection,
+        };
+        Ok(Limits {
+            max_depth: env_num("GRAPHQL_MAX_DEPTH", d.max_depth)?,
+            max_complexity: env_num("GRAPHQL_MAX_COMPLEXITY", d.max_complexity)?,
+            max_aliases: env_num("GRAPHQL_MAX_ALIASES", d.max_aliases)?,
+            max_root_fields: env_num("GRAPHQL_MAX_ROOT_FIELDS", d.max_root_fields)?,
+            introspection,
+            max_body_bytes: env_num("GRAPHQL_MAX_BODY_BYTES", d.max_body_bytes)?,
+        })
+    }
+}
+
+/// The extension that counts aliases and root fields and gives library errors their codes.
+pub struct Guard {
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+}
+
+impl ExtensionFactory for Guard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(GuardExt {
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+        })
+    }
+}
+
+struct GuardExt {
+    max_aliases: usize,
+    max_root_fields: usize,
+}
+
+fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
+    // Fragment cycles are rejected by validation later; the depth cap keeps this walk finite.
+    if depth > 64 {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|sel| match &sel.node {
+            Selection::Field(f) => {
+                usize::from(f.node.alias.is_some())
+                    + count_aliases(doc, &f.node.selection_set.node, depth + 1)
+            }
+            Selection::InlineFragment(fr) => {
+                count_aliases(doc, &fr.node.selection_set.node, depth + 1)
+            }
+            Selection::FragmentSpread(sp) => doc
+                .fragments
+                .get(&sp.node.fragment_name.node)
+                .map_or(0, |fr| {
+                    count_aliases(doc, &fr.node.selection_set.node, depth + 1)
+                }),
+        })
+        .sum()
+}
+
+fn count_root_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
+    if depth > 64 {
+        return 0;
+    }
+    set.items
+        .iter()
+        .map(|sel| match &sel.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(fr) => {
+                count_root_fields(doc, &fr.node.selection_set.node, depth + 1)
+            }
+            Selection::FragmentSpread(sp) => doc
+                .fragments
+                .get(&sp.node.fragment_name.node)
+                .map_or(0, |fr| {
+                    count_root_fields(doc, &fr.node.selection_set.node, depth + 1)
+                }),
+        })
+        .sum()
+}
+
+fn too_complex(message: String) -> ServerError {
+    AppError::QueryTooComplex(message).to_server_error()
+}
+
+fn with_codes(mut response: Response) -> Response {
+    for err in &mut response.errors {
+        AppError::classify_library_error(err);
+    }
+    response
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for GuardExt {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        with_codes(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(with_codes).boxed()
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        for (_, op) in doc.operations.iter() {
+            let set = &op.node.selection_set.node;
+            let aliases = count_aliases(&doc, set, 0);
+            if aliases > self.max_aliases {
+                return Err(too_complex(format!(
+                    "the operation uses {aliases} aliases; at most {} are allowed",
+                    self.max_aliases
+                )));
+            }
+            let roots = count_root_fields(&doc, set, 0);
+            if roots > self.max_root_fields {
+                return Err(too_complex(format!(
+                    "the operation selects {roots} root fields; at most {} are allowed",
+                    self.max_root_fields
+                )));
+            }
+        }
+        Ok(doc)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|mut errors| {
+            for e in &mut errors {
+                AppError::classify_library_error(e);
+            }
+            errors
+        })
+    }
+}
