@@ -72,6 +72,9 @@ impl Limits {
 pub struct Guard {
     pub max_aliases: usize,
     pub max_root_fields: usize,
+    /// When false, `__schema` and `__type` are refused with `FORBIDDEN` (async-graphql alone
+    /// would answer them with a silent null).
+    pub introspection: bool,
 }
 
 impl ExtensionFactory for Guard {
@@ -79,6 +82,7 @@ impl ExtensionFactory for Guard {
         Arc::new(GuardExt {
             max_aliases: self.max_aliases,
             max_root_fields: self.max_root_fields,
+            introspection: self.introspection,
         })
     }
 }
@@ -86,6 +90,7 @@ impl ExtensionFactory for Guard {
 struct GuardExt {
     max_aliases: usize,
     max_root_fields: usize,
+    introspection: bool,
 }
 
 fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
@@ -113,22 +118,28 @@ fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> 
         .sum()
 }
 
-fn count_root_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
+/// Root fields, counting those whose name `counts` accepts.
+fn count_root_fields(
+    doc: &ExecutableDocument,
+    set: &SelectionSet,
+    depth: usize,
+    counts: &dyn Fn(&str) -> bool,
+) -> usize {
     if depth > 64 {
         return 0;
     }
     set.items
         .iter()
         .map(|sel| match &sel.node {
-            Selection::Field(_) => 1,
+            Selection::Field(f) => usize::from(counts(f.node.name.node.as_str())),
             Selection::InlineFragment(fr) => {
-                count_root_fields(doc, &fr.node.selection_set.node, depth + 1)
+                count_root_fields(doc, &fr.node.selection_set.node, depth + 1, counts)
             }
             Selection::FragmentSpread(sp) => doc
                 .fragments
                 .get(&sp.node.fragment_name.node)
                 .map_or(0, |fr| {
-                    count_root_fields(doc, &fr.node.selection_set.node, depth + 1)
+                    count_root_fields(doc, &fr.node.selection_set.node, depth + 1, counts)
                 }),
         })
         .sum()
@@ -177,12 +188,21 @@ impl Extension for GuardExt {
                     self.max_aliases
                 )));
             }
-            let roots = count_root_fields(&doc, set, 0);
+            let roots = count_root_fields(&doc, set, 0, &|_| true);
             if roots > self.max_root_fields {
                 return Err(too_complex(format!(
                     "the operation selects {roots} root fields; at most {} are allowed",
                     self.max_root_fields
                 )));
+            }
+            if !self.introspection
+                && count_root_fields(&doc, set, 0, &|name| name == "__schema" || name == "__type")
+                    > 0
+            {
+                return Err(
+                    AppError::Forbidden("introspection is disabled on this server".into())
+                        .to_server_error(),
+                );
             }
         }
         Ok(doc)

@@ -68,6 +68,7 @@ pub fn build_schema_with(limits: &Limits) -> AppSchema {
     .extension(limits::Guard {
         max_aliases: limits.max_aliases,
         max_root_fields: limits.max_root_fields,
+        introspection: limits.introspection,
     });
     if !limits.introspection {
         builder = builder.disable_introspection();

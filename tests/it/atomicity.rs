@@ -9,7 +9,15 @@ use crate::mutations::{bug, create_session, record, report, start};
 pub async fn snapshot(t: &TestDb) -> String {
     let c = t.raw().await;
     let mut out = String::new();
-    for table in ["crawl_sessions", "pages", "bugs", "jobs"] {
+    for table in [
+        "crawl_sessions",
+        "pages",
+        "bugs",
+        "jobs",
+        "audit_logs",
+        "users",
+        "projects",
+    ] {
         let row = c
             .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM {table} t"), &[])
             .await

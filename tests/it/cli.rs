@@ -80,3 +80,74 @@ fn a_bad_database_url_is_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error:"), "{err}");
 }
+
+#[test]
+fn without_a_secret_it_refuses_to_listen_beyond_loopback() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("JWT_SECRET")
+        .env_remove("JWT_PUBLIC_KEY")
+        .env_remove("JWT_PUBLIC_KEY_FILE")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without authentication")
+            && err.contains("JWT_SECRET"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_mints_a_token_the_server_accepts() {
+    let mint = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
+            .arg("token")
+            .args(args)
+            .env(
+                "JWT_SECRET",
+                String::from_utf8_lossy(crate::access::SECRET).as_ref(),
+            )
+            .output()
+            .expect("run")
+    };
+    let out = mint(&["--sub", "cli-worker", "--role", "service", "--ttl", "10m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let t = TestDb::new().await;
+    let addr = t
+        .serve_with(crate::access::hs256(), crate::access::unlimited())
+        .await;
+    let (status, v) = crate::access::post(
+        addr,
+        Some(&token),
+        "{ me { subject role } }",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["me"]["subject"], "cli-worker");
+    assert_eq!(v["data"]["me"]["role"], "SERVICE");
+
+    for bad in [
+        &["--sub", "x", "--role", "root"][..],
+        &["--sub", "x", "--ttl", "soon"][..],
+        &["--sub", ""][..],
+    ] {
+        let out = mint(bad);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("error:"));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
+        .args(["token", "--sub", "x"])
+        .env_remove("JWT_SECRET")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET must be set"));
+}

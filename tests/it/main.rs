@@ -2,13 +2,16 @@
 
 mod harness;
 
+mod access;
 mod atomicity;
+mod audit;
 mod bench;
 mod cli;
 mod embedded;
 mod errors;
 mod http;
 mod jobs;
+mod limits;
 mod live;
 mod migrations;
 mod mutations;

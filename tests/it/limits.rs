@@ -1,0 +1,136 @@
+//! Query limits, body size, introspection and the per-caller rate limit.
+
+use bughive_gateway::graphql::{Limits, build_schema_with};
+use bughive_gateway::http::HttpConfig;
+use serde_json::json;
+
+use crate::access::{hs256, post, token, unlimited};
+use crate::harness::{TestDb, code};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_complexity_aliases_and_root_fields_are_limited() {
+    let t = TestDb::new().await;
+    // Depth 13 with the default limit of 12.
+    let deep = "{ sessions { nodes { pages { nodes { children { nodes { children { nodes { children { nodes { id } } } } } } } } } } }";
+    let (v, _) = t.gql(deep, json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let ok = "{ sessions { nodes { pages { nodes { children { nodes { id } } } } } } }";
+    assert!(t.gql(ok, json!({})).await.0.get("errors").is_none());
+
+    // A connection costs `first` times its selection: 500 × 500 × 500 bugs is too much, the
+    // load benchmark's Q1 (20 × 50 × 500) is not.
+    let huge = "{ sessions(first: 500) { nodes { pages(first: 500) { nodes { bugs(first: 500) { nodes { id } } } } } } }";
+    let (v, _) = t.gql(huge, json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let q1 = "{ sessions(first: 20) { nodes { id baseUrl status pages(first: 50) { nodes { id url title bugs(first: 500) { nodes { id title priority status confidence } } } } } } }";
+    assert!(t.gql(q1, json!({})).await.0.get("errors").is_none());
+
+    let aliases: String = (0..31).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    let (v, _) = t.gql(&format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let roots: String = (0..21).map(|_| "me { id } ").collect();
+    // Repeating a field without an alias is one field per repetition at the root.
+    let (v, _) = t.gql(&format!("{{ {roots} }}"), json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let fine: String = (0..5).map(|i| format!("a{i}: me {{ id }} ")).collect();
+    assert!(
+        t.gql(&format!("{{ {fine} }}"), json!({}))
+            .await
+            .0
+            .get("errors")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_configurable() {
+    let t = TestDb::new().await;
+    let limits = Limits {
+        max_depth: 3,
+        max_complexity: 50,
+        max_aliases: 1,
+        max_root_fields: 2,
+        introspection: false,
+        max_body_bytes: 2048,
+    };
+    let http = HttpConfig {
+        max_body_bytes: limits.max_body_bytes,
+        ..unlimited()
+    };
+    let addr = t
+        .serve_schema(build_schema_with(&limits), Default::default(), http)
+        .await;
+    for q in [
+        "{ sessions { nodes { pages { nodes { id } } } } }",
+        "{ sessions(first: 100) { nodes { id } } }",
+        "{ a: me { id } b: me { id } }",
+        "{ me { id } m2: me { id } sessions { totalCount } }",
+    ] {
+        let (status, v) = post(addr, None, q, json!({})).await;
+        assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{q}: {status} {v}");
+    }
+    // Introspection is off.
+    let (_, v) = post(addr, None, "{ __schema { queryType { name } } }", json!({})).await;
+    assert_eq!(code(&v), "FORBIDDEN", "{v}");
+    let (_, v) = post(addr, None, "{ __typename }", json!({})).await;
+    assert_eq!(v["data"]["__typename"], "Query", "{v}");
+    // A body over the limit is refused before it is parsed.
+    let big = format!("{{ me {{ id }} }} #{}", "x".repeat(4096));
+    let (status, _) = {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({ "query": big }))
+            .send()
+            .await
+            .expect("post");
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 413);
+
+    // With the defaults, introspection works.
+    let addr = t.serve_with(Default::default(), unlimited()).await;
+    let (_, v) = post(addr, None, "{ __schema { queryType { name } } }", json!({})).await;
+    assert_eq!(v["data"]["__schema"]["queryType"]["name"], "Query", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_has_a_rate_limit() {
+    let t = TestDb::new().await;
+    let http = HttpConfig {
+        rate_per_second: 1,
+        rate_burst: 3,
+        ..Default::default()
+    };
+    let addr = t.serve_with(hs256(), http).await;
+    let alice = token("alice", "user");
+    for _ in 0..3 {
+        let (status, v) = post(addr, Some(&alice), "{ me { id } }", json!({})).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&alice)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&retry));
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(code(&v), "RATE_LIMITED");
+    assert_eq!(v["errors"][0]["extensions"]["retryAfter"], retry);
+    // Another caller has its own bucket.
+    let (status, _) = post(
+        addr,
+        Some(&token("bob", "user")),
+        "{ me { id } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
