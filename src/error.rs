@@ -293,6 +293,42 @@ mod tests {
     }
 
     #[test]
+    fn library_errors_get_codes() {
+        let code = |msg: &str| {
+            let mut e = async_graphql::ServerError::new(msg, None);
+            AppError::classify_library_error(&mut e);
+            let ext = e.extensions.expect("set");
+            ext.get("code").map(|v| v.to_string())
+        };
+        assert_eq!(
+            code("Query is too complex.").as_deref(),
+            Some("\"QUERY_TOO_COMPLEX\"")
+        );
+        assert_eq!(
+            code("Query is nested too deep.").as_deref(),
+            Some("\"QUERY_TOO_COMPLEX\"")
+        );
+        assert_eq!(
+            code("Unknown field \"x\"").as_deref(),
+            Some("\"BAD_USER_INPUT\"")
+        );
+        // A code already set is kept.
+        let mut e = AppError::Forbidden("no".into()).to_server_error();
+        AppError::classify_library_error(&mut e);
+        assert_eq!(
+            e.extensions
+                .and_then(|x| x.get("code").map(|v| v.to_string())),
+            Some("\"FORBIDDEN\"".into())
+        );
+        assert!(
+            AppError::bad_input("x")
+                .to_server_error()
+                .locations
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn internal_errors_leak_nothing() {
         let e = AppError::internal("relation \"secret_table\" does not exist");
         assert_eq!(e.to_graphql().message, "internal error");

@@ -15,7 +15,7 @@ async fn migrations_go_down_and_up_again() {
         .expect("redo");
     assert!(down >= 1);
     assert_eq!(down, up);
-    assert_eq!(t.count("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('crawl_sessions', 'pages', 'bugs', 'jobs')").await, 4);
+    assert_eq!(t.count("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name IN ('crawl_sessions', 'pages', 'bugs', 'jobs', 'users', 'projects', 'audit_logs')").await, 7);
     assert_eq!(
         t.count("SELECT count(*) FROM pg_trigger WHERE tgname IN ('jobs_notify', 'crawl_sessions_notify')").await,
         2
@@ -72,6 +72,43 @@ async fn the_database_enforces_enums_and_checks() {
         .await
         .expect("delete");
     assert_eq!(t.count("SELECT count(*) FROM pages").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_ownership_keeps_existing_sessions_valid() {
+    let t = TestDb::new().await;
+    bughive_gateway::db::revert_last_migration(&t.url)
+        .await
+        .expect("revert users/audit");
+    t.raw()
+        .await
+        .batch_execute("INSERT INTO crawl_sessions (id, base_url) VALUES ('00000000-0000-0000-0000-0000000000aa', 'https://old.test/')")
+        .await
+        .expect("a session from before ownership");
+    bughive_gateway::db::run_migrations(&t.url)
+        .await
+        .expect("migrate again");
+    assert_eq!(
+        t.count(
+            "SELECT count(*) FROM crawl_sessions WHERE owner_id IS NULL AND project_id IS NULL"
+        )
+        .await,
+        1
+    );
+    // Admins still see it, with no owner; users do not.
+    let v = t
+        .ok(
+            "{ sessions { totalCount nodes { owner { id } project { id } } } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(v["sessions"]["totalCount"], 1);
+    assert_eq!(v["sessions"]["nodes"][0]["owner"], serde_json::Value::Null);
+    let alice = t.user("alice", bughive_gateway::auth::Role::User).await;
+    let (v, _) = t
+        .gql_as(&alice, "{ sessions { totalCount } }", serde_json::json!({}))
+        .await;
+    assert_eq!(v["data"]["sessions"]["totalCount"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
