@@ -68,7 +68,10 @@ impl Limits {
     }
 }
 
-/// The extension that counts aliases and root fields and gives library errors their codes.
+/// Counts aliases and root fields, and refuses introspection when it is off. HTTP requests are
+/// checked by `graphql::execute`; WebSocket operations by the same checks run as an extension
+/// (an extension costs a hook on every field, which the HTTP path avoids).
+#[derive(Debug, Clone)]
 pub struct Guard {
     pub max_aliases: usize,
     pub max_root_fields: usize,
@@ -77,21 +80,54 @@ pub struct Guard {
     pub introspection: bool,
 }
 
-impl ExtensionFactory for Guard {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardExt {
-            max_aliases: self.max_aliases,
-            max_root_fields: self.max_root_fields,
-            introspection: self.introspection,
-        })
+impl Guard {
+    pub fn new(limits: &Limits) -> Self {
+        Guard {
+            max_aliases: limits.max_aliases,
+            max_root_fields: limits.max_root_fields,
+            introspection: limits.introspection,
+        }
+    }
+
+    /// Checks every operation of a parsed document.
+    pub fn check(&self, doc: &ExecutableDocument) -> Result<(), ServerError> {
+        for (_, op) in doc.operations.iter() {
+            let set = &op.node.selection_set.node;
+            let aliases = count_aliases(doc, set, 0);
+            if aliases > self.max_aliases {
+                return Err(too_complex(format!(
+                    "the operation uses {aliases} aliases; at most {} are allowed",
+                    self.max_aliases
+                )));
+            }
+            let roots = count_root_fields(doc, set, 0, &|_| true);
+            if roots > self.max_root_fields {
+                return Err(too_complex(format!(
+                    "the operation selects {roots} root fields; at most {} are allowed",
+                    self.max_root_fields
+                )));
+            }
+            if !self.introspection
+                && count_root_fields(doc, set, 0, &|name| name == "__schema" || name == "__type")
+                    > 0
+            {
+                return Err(
+                    AppError::Forbidden("introspection is disabled on this server".into())
+                        .to_server_error(),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
-struct GuardExt {
-    max_aliases: usize,
-    max_root_fields: usize,
-    introspection: bool,
+impl ExtensionFactory for Guard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(GuardExt(self.clone()))
+    }
 }
+
+struct GuardExt(Guard);
 
 fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
     // Fragment cycles are rejected by validation later; the depth cap keeps this walk finite.
@@ -149,7 +185,8 @@ fn too_complex(message: String) -> ServerError {
     AppError::QueryTooComplex(message).to_server_error()
 }
 
-fn with_codes(mut response: Response) -> Response {
+/// Gives every error of a response a code.
+pub fn with_codes(mut response: Response) -> Response {
     for err in &mut response.errors {
         AppError::classify_library_error(err);
     }
@@ -179,32 +216,7 @@ impl Extension for GuardExt {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
-        for (_, op) in doc.operations.iter() {
-            let set = &op.node.selection_set.node;
-            let aliases = count_aliases(&doc, set, 0);
-            if aliases > self.max_aliases {
-                return Err(too_complex(format!(
-                    "the operation uses {aliases} aliases; at most {} are allowed",
-                    self.max_aliases
-                )));
-            }
-            let roots = count_root_fields(&doc, set, 0, &|_| true);
-            if roots > self.max_root_fields {
-                return Err(too_complex(format!(
-                    "the operation selects {roots} root fields; at most {} are allowed",
-                    self.max_root_fields
-                )));
-            }
-            if !self.introspection
-                && count_root_fields(&doc, set, 0, &|name| name == "__schema" || name == "__type")
-                    > 0
-            {
-                return Err(
-                    AppError::Forbidden("introspection is disabled on this server".into())
-                        .to_server_error(),
-                );
-            }
-        }
+        self.0.check(&doc)?;
         Ok(doc)
     }
 

@@ -36,7 +36,7 @@ pub async fn serve<F, Fut>(
                 _ => None,
             })
         });
-    let mut output = async_graphql::http::WebSocket::new(schema, input, protocol)
+    let mut output = async_graphql::http::WebSocket::new(schema.ws, input, protocol)
         .on_connection_init(on_init)
         .boxed();
     let ping = match protocol {

@@ -428,3 +428,29 @@ async fn subscribers_recover_when_postgres_restarts() {
     let _ = pg.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_errors_carry_codes_and_limits_apply() {
+    let t = TestDb::new().await;
+    let addr = t.serve().await;
+    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
+    let aliases: String = (0..31).map(|i| format!("a{i}: __typename ")).collect();
+    for (id, q, want) in [
+        ("1", "subscription { nope }".to_owned(), "BAD_USER_INPUT"),
+        (
+            "2",
+            format!("subscription {{ {aliases} }}"),
+            "QUERY_TOO_COMPLEX",
+        ),
+    ] {
+        ws_subscribe(&mut ws, "graphql-transport-ws", id, &q, json!({})).await;
+        let v = ws_next(&mut ws).await;
+        assert_eq!(v["id"], id);
+        assert_eq!(
+            v["payload"]["errors"][0]["extensions"]["code"], want,
+            "{q}: {v}"
+        );
+        // The operation ends after its error.
+        let _ = ws_next(&mut ws).await;
+    }
+}
