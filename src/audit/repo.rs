@@ -31,6 +31,25 @@ pub struct Entry {
     pub new: New,
 }
 
+impl Entry {
+    /// An entry whose new value is the row `resource_id` of `table` after the change.
+    pub fn row(
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: Uuid,
+        old: Option<String>,
+        table: &'static str,
+    ) -> Self {
+        Entry {
+            action,
+            resource_type,
+            resource_id: Some(resource_id),
+            old,
+            new: New::Row(table),
+        }
+    }
+}
+
 /// Appends an entry. Call it inside the mutation's transaction: the entry commits or rolls back
 /// with the change it describes.
 pub async fn record(conn: &mut Conn, actor: &Actor, entry: Entry) -> AppResult<()> {

@@ -400,13 +400,7 @@ pub async fn transition(
         audit::record(
             c,
             &actor,
-            Entry {
-                action,
-                resource_type: "bug",
-                resource_id: Some(id),
-                old: Some(locked.old),
-                new: New::Row("bugs"),
-            },
+            Entry::row(action, "bug", id, Some(locked.old), "bugs"),
         )
         .await?;
         Ok(row)

@@ -6,7 +6,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::model::{JOB_LIFECYCLE, JobRow, JobStatus, retry_backoff_base_ms};
-use crate::audit::repo::{self as audit, Entry, New};
+use crate::audit::repo::{self as audit, Entry};
 use crate::auth::{Actor, Scope};
 use crate::db::Conn;
 use crate::db::schema::jobs::dsl as j;
@@ -91,13 +91,7 @@ pub async fn enqueue(conn: &mut Conn, actor: Actor, job: NewJob) -> AppResult<Jo
 }
 
 fn job_entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
-    Entry {
-        action,
-        resource_type: "job",
-        resource_id: Some(id),
-        old,
-        new: New::Row("jobs"),
-    }
+    Entry::row(action, "job", id, old, "jobs")
 }
 
 /// Claims the oldest claimable PENDING job of `kinds`: `FOR UPDATE SKIP LOCKED`, so concurrent

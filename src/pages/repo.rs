@@ -296,13 +296,7 @@ pub async fn set_status(
         audit::record(
             c,
             &actor,
-            Entry {
-                action: "setPageStatus",
-                resource_type: "page",
-                resource_id: Some(id),
-                old: Some(locked.old),
-                new: New::Row("pages"),
-            },
+            Entry::row("setPageStatus", "page", id, Some(locked.old), "pages"),
         )
         .await?;
         Ok(row)

@@ -138,13 +138,7 @@ pub async fn create(
         audit::record(
             c,
             &actor,
-            Entry {
-                action: "createSession",
-                resource_type: "session",
-                resource_id: Some(id),
-                old: None,
-                new: New::Row("crawl_sessions"),
-            },
+            Entry::row("createSession", "session", id, None, "crawl_sessions"),
         )
         .await?;
         Ok(row)
@@ -171,13 +165,7 @@ pub async fn transition(
         audit::record(
             c,
             &actor,
-            Entry {
-                action,
-                resource_type: "session",
-                resource_id: Some(id),
-                old: Some(locked.old),
-                new: New::Row("crawl_sessions"),
-            },
+            Entry::row(action, "session", id, Some(locked.old), "crawl_sessions"),
         )
         .await?;
         Ok(row)
@@ -251,13 +239,13 @@ pub async fn add_cost(
         audit::record(
             c,
             &actor,
-            Entry {
-                action: "addSessionCost",
-                resource_type: "session",
-                resource_id: Some(id),
-                old: Some(locked.old),
-                new: New::Row("crawl_sessions"),
-            },
+            Entry::row(
+                "addSessionCost",
+                "session",
+                id,
+                Some(locked.old),
+                "crawl_sessions",
+            ),
         )
         .await?;
         Ok(row)

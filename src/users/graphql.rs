@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::model::{ProjectRow, Role, UserRow};
 use super::repo;
-use crate::audit::repo::{self as audit, Entry, New};
+use crate::audit::repo::{self as audit, Entry};
 use crate::auth::{Perm, Scope, actor, principal};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
@@ -249,13 +249,7 @@ impl UsersMutation {
             let mut conn = db.conn().await?;
             conn.transaction::<ProjectRow, AppError, _>(async move |c| {
                 let row = repo::create_project(c, slug, name, actor.principal.user_id).await?;
-                let entry = Entry {
-                    action: "createProject",
-                    resource_type: "project",
-                    resource_id: Some(row.id),
-                    old: None,
-                    new: New::Row("projects"),
-                };
+                let entry = Entry::row("createProject", "project", row.id, None, "projects");
                 audit::record(c, &actor, entry).await?;
                 Ok(row)
             })
@@ -288,13 +282,7 @@ impl UsersMutation {
             conn.transaction::<UserRow, AppError, _>(async move |c| {
                 let (old, _) = repo::lock(c, id).await?;
                 let row = repo::update(c, id, role, is_active).await?;
-                let entry = Entry {
-                    action: "updateUser",
-                    resource_type: "user",
-                    resource_id: Some(id),
-                    old: Some(old),
-                    new: New::Row("users"),
-                };
+                let entry = Entry::row("updateUser", "user", id, Some(old), "users");
                 audit::record(c, &actor, entry).await?;
                 Ok(row)
             })
