@@ -1,6 +1,12 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned,
+    ScalarType, ServerResult, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -13,6 +19,7 @@ use crate::auth::{Perm, actor};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
 use crate::graphql::context::{detached, req};
+use crate::graphql::fast;
 use crate::pages::graphql::{Page, load_page};
 use crate::sessions::graphql::{CrawlSession, load_session};
 
@@ -32,8 +39,52 @@ impl Keyed for Bug {
     }
 }
 
-#[Object]
-impl Bug {
+/// The generated resolvers of `Bug`; [`Bug`]'s own `OutputType` answers plain columns without
+/// them (see `graphql::fast`).
+pub struct BugFields(Arc<BugRow>);
+
+impl OutputType for Bug {
+    fn type_name() -> Cow<'static, str> {
+        <BugFields as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <BugFields as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let row = &self.0;
+        let fields = BugFields(row.clone());
+        fast::resolve_object(ctx, &fields, "Bug", |name| {
+            Some(match name {
+                "id" => Value::String(row.id.to_string()),
+                "title" => Value::String(row.title.clone()),
+                "description" => Value::String(row.description.clone()),
+                "category" => InputType::to_value(&row.category),
+                "priority" => InputType::to_value(&row.priority),
+                "status" => InputType::to_value(&row.status),
+                "confidence" => ScalarType::to_value(&row.confidence),
+                "expectedBehavior" => fast::opt(row.expected_behavior.clone(), Value::String),
+                "actualBehavior" => fast::opt(row.actual_behavior.clone(), Value::String),
+                "affectedUsers" => fast::opt(row.affected_users.clone(), Value::String),
+                "linearIssueId" => fast::opt(row.linear_issue_id.clone(), Value::String),
+                "dismissReason" => fast::opt(row.dismiss_reason.clone(), Value::String),
+                "createdAt" => ScalarType::to_value(&row.created_at),
+                "updatedAt" => ScalarType::to_value(&row.updated_at),
+                _ => return None,
+            })
+        })
+        .await
+    }
+}
+
+/// A defect an agent found, with its evidence and where it stands in triage.
+#[Object(name = "Bug")]
+impl BugFields {
     async fn id(&self) -> Uuid {
         self.0.id
     }

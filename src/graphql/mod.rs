@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod context;
+pub mod fast;
 pub mod limits;
 mod order;
 pub mod scalars;

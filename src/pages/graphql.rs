@@ -1,6 +1,12 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, InputObject, Json, Object, SimpleObject};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned,
+    ScalarType, ServerResult, SimpleObject, Value,
+};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -16,9 +22,9 @@ use crate::bugs::loaders::BugParent;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
 use crate::graphql::context::{detached, req};
+use crate::graphql::fast;
 use crate::sessions::graphql::{CrawlSession, load_session};
 
-/// One URL of a crawl, with its analysis and the bugs found on it.
 #[derive(Clone)]
 pub struct Page(pub Arc<PageRow>);
 
@@ -34,8 +40,46 @@ impl Keyed for Page {
     }
 }
 
-#[Object]
-impl Page {
+/// The generated resolvers of `Page`; [`Page`]'s own `OutputType` answers plain columns without
+/// them (see `graphql::fast`).
+pub struct PageFields(Arc<PageRow>);
+
+impl OutputType for Page {
+    fn type_name() -> Cow<'static, str> {
+        <PageFields as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <PageFields as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let row = &self.0;
+        let fields = PageFields(row.clone());
+        fast::resolve_object(ctx, &fields, "Page", |name| {
+            Some(match name {
+                "id" => Value::String(row.id.to_string()),
+                "url" => Value::String(row.url.clone()),
+                "title" => fast::opt(row.title.clone(), Value::String),
+                "status" => InputType::to_value(&row.status),
+                "depth" => ScalarType::to_value(&row.depth),
+                "crawledAt" => fast::opt(row.crawled_at.as_ref(), ScalarType::to_value),
+                "createdAt" => ScalarType::to_value(&row.created_at),
+                "updatedAt" => ScalarType::to_value(&row.updated_at),
+                _ => return None,
+            })
+        })
+        .await
+    }
+}
+
+/// One URL of a crawl, with its analysis and the bugs found on it.
+#[Object(name = "Page")]
+impl PageFields {
     async fn id(&self) -> Uuid {
         self.0.id
     }
