@@ -8,8 +8,6 @@
 //! through the generated resolver, concurrently. Selections with fragments or directives take
 //! the generic path unchanged.
 
-use std::future::Future;
-
 use async_graphql::parser::types::Selection;
 use async_graphql::resolver_utils::{ContainerType, resolve_container};
 use async_graphql::{ContextSelectionSet, Name, ServerResult, Value};
@@ -75,20 +73,18 @@ where
     Ok(Value::Object(out))
 }
 
-fn resolve_one<'a, T: ContainerType + Sync>(
-    ctx: &'a ContextSelectionSet<'a>,
-    fields: &'a T,
-    field: &'a async_graphql::Positioned<async_graphql::parser::types::Field>,
+async fn resolve_one<T: ContainerType + Sync>(
+    ctx: &ContextSelectionSet<'_>,
+    fields: &T,
+    field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
     key: Name,
-) -> impl Future<Output = (Name, ServerResult<Value>)> + Send + 'a {
-    async move {
-        let ctx_field = ctx.with_field(field);
-        let result = fields
-            .resolve_field(&ctx_field)
-            .await
-            .map(Option::unwrap_or_default);
-        (key, result)
-    }
+) -> (Name, ServerResult<Value>) {
+    let ctx_field = ctx.with_field(field);
+    let result = fields
+        .resolve_field(&ctx_field)
+        .await
+        .map(Option::unwrap_or_default);
+    (key, result)
 }
 
 /// The value of an optional column, as async-graphql would write it.
