@@ -8,6 +8,8 @@
 //! through the generated resolver, concurrently. Selections with fragments or directives take
 //! the generic path unchanged.
 
+use std::future::Future;
+
 use async_graphql::parser::types::Selection;
 use async_graphql::resolver_utils::{ContainerType, resolve_container};
 use async_graphql::{ContextSelectionSet, Name, ServerResult, Value};
@@ -73,18 +75,26 @@ where
     Ok(Value::Object(out))
 }
 
-async fn resolve_one<T: ContainerType + Sync>(
-    ctx: &ContextSelectionSet<'_>,
-    fields: &T,
-    field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+// Written out as `impl Future` on purpose: with `async fn` the compiler cannot prove the
+// future `Send` through the recursion Page -> bugs -> Bug -> page -> Page (a cycle error).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn makes the recursive Send proof cyclic"
+)]
+fn resolve_one<'a, T: ContainerType + Sync>(
+    ctx: &'a ContextSelectionSet<'a>,
+    fields: &'a T,
+    field: &'a async_graphql::Positioned<async_graphql::parser::types::Field>,
     key: Name,
-) -> (Name, ServerResult<Value>) {
-    let ctx_field = ctx.with_field(field);
-    let result = fields
-        .resolve_field(&ctx_field)
-        .await
-        .map(Option::unwrap_or_default);
-    (key, result)
+) -> impl Future<Output = (Name, ServerResult<Value>)> + Send + 'a {
+    async move {
+        let ctx_field = ctx.with_field(field);
+        let result = fields
+            .resolve_field(&ctx_field)
+            .await
+            .map(Option::unwrap_or_default);
+        (key, result)
+    }
 }
 
 /// The value of an optional column, as async-graphql would write it.
