@@ -120,11 +120,26 @@ impl Authenticator {
     }
 
     /// `INSERT … ON CONFLICT (subject)`: concurrent first requests of one subject leave one row.
+    ///
+    /// Only `subject` can be the conflict target, so two first requests that race on the same
+    /// email make the loser fail on the email's unique index; tried again, it finds the
+    /// subject's row. An email that belongs to another subject is dropped, not an error.
     async fn provision(&self, user: NewUser) -> AppResult<UserRow> {
         let db = self.inner.db.scoped();
         crate::db::run_detached(async move {
             let mut conn = db.conn().await?;
-            repo::provision(&mut conn, user).await
+            let mut user = user;
+            for attempt in 0..3 {
+                match repo::provision(&mut conn, user.clone()).await {
+                    Err(AppError::Conflict(_)) if attempt == 1 => {
+                        tracing::warn!(subject = %user.subject, "email already belongs to another user; provisioning without it");
+                        user.email = None;
+                    }
+                    Err(AppError::Conflict(_)) if attempt == 0 => {}
+                    other => return other,
+                }
+            }
+            Err(AppError::Conflict("cannot provision the user".into()))
         })
         .await
     }

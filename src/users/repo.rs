@@ -13,6 +13,7 @@ use crate::db::sql::{Bind, Sql};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
 
+#[derive(Clone)]
 pub struct NewUser {
     pub subject: String,
     pub email: Option<String>,
