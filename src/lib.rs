@@ -1,9 +1,9 @@
 //! bughive-gateway: a GraphQL gateway over PostgreSQL for autonomous-QA data.
 //!
-//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`, `users`, `audit`), each with its diesel `model`,
-//! its queries (`repo`), its batch `loaders` and its GraphQL types (`graphql`); shared plumbing
-//! lives in `db`, `graphql` and `http`; `live` fans committed changes out to subscriptions; `auth` turns tokens into callers and
-//! scopes what they see.
+//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`, `users`, `audit`), each
+//! with its diesel `model`, its queries (`repo`), its batch `loaders` and its GraphQL types
+//! (`graphql`); shared plumbing lives in `db`, `graphql` and `http`; `live` fans committed
+//! changes out to subscriptions; `auth` turns tokens into callers and scopes what they see.
 
 pub mod app;
 pub mod audit;
