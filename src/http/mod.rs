@@ -239,9 +239,6 @@ async fn graphql_ws(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Err(refused) = rate_check_anonymous(&state, &headers) {
-        return refused;
-    }
     let request_id = request_id(&headers);
     // GraphQL messages are small: the 128 KiB default buffers cost 1000 idle subscribers over
     // 100 MiB, and a 64 MiB message limit invites abuse.
@@ -260,6 +257,13 @@ async fn graphql_ws(
                     .authenticate(token.as_deref())
                     .await
                     .map_err(|e| async_graphql::Error::new(e.message()))?;
+                // A connection counts as one request of its caller against the rate limit.
+                if let Err(wait) = state.rate.check(&principal.subject) {
+                    let e = AppError::RateLimited {
+                        retry_after_secs: wait.as_secs().max(1),
+                    };
+                    return Err(async_graphql::Error::new(e.message()));
+                }
                 let actor = Actor {
                     principal,
                     request_id: Some(request_id),
@@ -292,24 +296,6 @@ fn init_token(payload: &serde_json::Value) -> Option<String> {
     obj.get("token")
         .and_then(|v| v.as_str())
         .map(|t| format!("Bearer {t}"))
-}
-
-/// WebSocket upgrades are rate-limited per client address, since the caller is only known
-/// after `connection_init`.
-#[expect(clippy::result_large_err, reason = "the error is the response to send")]
-fn rate_check_anonymous(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let key = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("ws");
-    state.rate.check(&format!("ws:{key}")).map_err(|wait| {
-        refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            &AppError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            },
-        )
-    })
 }
 
 /// The first GraphQL subprotocol the client offers.

@@ -1,20 +1,19 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Object};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+use super::loaders::{ProjectId, UserId};
 use super::model::{ProjectRow, Role, UserRow};
 use super::repo;
 use crate::audit::repo::{self as audit, Entry};
 use crate::auth::{Perm, Scope, actor, principal};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
-use crate::graphql::context::{BatchLoader, detached, req};
+use crate::graphql::context::{detached, req};
 
 /// Someone who calls the gateway: provisioned from the identity provider's `sub`.
 #[derive(Clone)]
@@ -81,45 +80,6 @@ impl Project {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UserId(pub Uuid);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProjectId(pub Uuid);
-
-impl Loader<UserId> for BatchLoader {
-    type Value = Arc<UserRow>;
-    type Error = Arc<AppError>;
-
-    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, Arc<UserRow>>, Self::Error> {
-        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let mut conn = self.db.conn().await?;
-        let rows = repo::by_ids(&mut conn, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (UserId(r.id), Arc::new(r)))
-            .collect())
-    }
-}
-
-impl Loader<ProjectId> for BatchLoader {
-    type Value = Arc<ProjectRow>;
-    type Error = Arc<AppError>;
-
-    async fn load(
-        &self,
-        keys: &[ProjectId],
-    ) -> Result<HashMap<ProjectId, Arc<ProjectRow>>, Self::Error> {
-        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-        let mut conn = self.db.conn().await?;
-        let rows = repo::projects_by_ids(&mut conn, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (ProjectId(r.id), Arc::new(r)))
-            .collect())
     }
 }
 

@@ -2,5 +2,6 @@
 //! owners may see and change).
 
 pub mod graphql;
+pub mod loaders;
 pub mod model;
 pub mod repo;

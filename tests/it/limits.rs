@@ -134,3 +134,42 @@ async fn each_caller_has_a_rate_limit() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connections_count_against_the_callers_rate() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let t = TestDb::new().await;
+    let http = HttpConfig {
+        rate_per_second: 1,
+        rate_burst: 1,
+        ..Default::default()
+    };
+    let addr = t.serve_with(Default::default(), http).await;
+    let _first = crate::harness::ws_connect(addr, "graphql-transport-ws").await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    ws.send(Message::text(
+        json!({ "type": "connection_init" }).to_string(),
+    ))
+    .await
+    .expect("init");
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer")
+    {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert!(frame.reason.contains("rate limit"), "{frame:?}")
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
