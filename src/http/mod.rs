@@ -116,7 +116,8 @@ impl AppState {
 
 /// A GraphQL error response for a request refused before execution.
 fn refuse(status: StatusCode, err: &AppError) -> Response {
-    let body = async_graphql::Response::from_errors(vec![err.to_server_error()]);
+    // A request that never executed has no `data` key (GraphQL over HTTP).
+    let body = json!({ "errors": [err.to_server_error()] });
     let mut res = (status, axum::Json(body)).into_response();
     if let AppError::RateLimited { retry_after_secs } = err {
         res.headers_mut()
