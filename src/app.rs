@@ -165,7 +165,7 @@ pub fn mint_token(
         nbf: Some(now),
         iat: Some(now),
         iss: jwt.issuer.clone(),
-        aud: jwt.audience.clone(),
+        aud: jwt.audience.clone().map(serde_json::Value::String),
         role: Some(role),
         email,
         name: None,

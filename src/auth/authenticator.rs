@@ -73,16 +73,23 @@ impl Authenticator {
                 AppError::Unauthenticated("Authorization must be `Bearer <token>`".into())
             })?;
         let claims = self.inner.jwt.verify(token)?;
+        if claims.sub.chars().count() > 255 {
+            return Err(AppError::Unauthenticated(
+                "invalid token: sub is longer than 255 characters".into(),
+            ));
+        }
         let role = match claims.role.as_deref() {
             None => Role::User,
             Some(r) => Role::from_db(&r.to_ascii_lowercase()).ok_or_else(|| {
                 AppError::Unauthenticated(format!("invalid token: unknown role {r:?}"))
             })?,
         };
+        // Profile claims the table cannot hold are dropped rather than locking the user out.
+        let fits = |v: Option<String>, max: usize| v.filter(|s| s.chars().count() <= max);
         self.principal_for(NewUser {
             subject: claims.sub,
-            email: claims.email,
-            display_name: claims.name,
+            email: fits(claims.email, 320),
+            display_name: fits(claims.name, 200),
             role,
         })
         .await

@@ -17,8 +17,9 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// A string or an array of strings (identity providers send both); the library checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +219,12 @@ mod tests {
         let mut ok = claims(now() + 60);
         ok.iss = Some("https://idp.test".into());
         ok.aud = Some("bughive".into());
+        let mut array = ok.clone();
+        array.aud = Some(serde_json::json!(["other", "bughive"]));
+        assert!(
+            c.verify(&c.mint(&array).expect("mint")).is_ok(),
+            "array aud"
+        );
         assert!(c.verify(&c.mint(&ok).expect("mint")).is_ok());
         let mut wrong = ok.clone();
         wrong.aud = Some("other".into());

@@ -30,7 +30,20 @@ where
     let simple = items
         .iter()
         .all(|s| matches!(&s.node, Selection::Field(f) if f.node.directives.is_empty()));
-    if !simple {
+    // A response key selected twice (`page { id } page { url }`) needs async-graphql's merge of
+    // the two selections.
+    let repeated = || {
+        items.iter().enumerate().any(|(i, a)| {
+            let Selection::Field(a) = &a.node else {
+                return false;
+            };
+            items[..i].iter().any(|b| {
+                matches!(&b.node, Selection::Field(b)
+                    if b.node.response_key().node == a.node.response_key().node)
+            })
+        })
+    };
+    if !simple || repeated() {
         return resolve_container(ctx, fields).await;
     }
     let mut out = async_graphql::indexmap::IndexMap::with_capacity(items.len());
@@ -54,9 +67,8 @@ where
             }
             None => {
                 // Keep the key's position; the value arrives below.
-                if out.insert(key.clone(), Value::Null).is_none() {
-                    pending.push(resolve_one(ctx, fields, field, key));
-                }
+                out.insert(key.clone(), Value::Null);
+                pending.push(resolve_one(ctx, fields, field, key));
             }
         }
     }
@@ -71,6 +83,10 @@ where
                 ctx.add_error(e);
             }
         }
+    }
+    // As async-graphql does: an object none of whose fields resolved is null.
+    if out.is_empty() {
+        return Ok(Value::Null);
     }
     Ok(Value::Object(out))
 }

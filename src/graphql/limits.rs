@@ -93,14 +93,14 @@ impl Guard {
     pub fn check(&self, doc: &ExecutableDocument) -> Result<(), ServerError> {
         for (_, op) in doc.operations.iter() {
             let set = &op.node.selection_set.node;
-            let aliases = count_aliases(doc, set, 0);
+            let aliases = count_aliases(doc, set);
             if aliases > self.max_aliases {
                 return Err(too_complex(format!(
                     "the operation uses {aliases} aliases; at most {} are allowed",
                     self.max_aliases
                 )));
             }
-            let roots = count_root_fields(doc, set, 0, &|_| true);
+            let roots = count_root_fields(doc, set, &|_| true);
             if roots > self.max_root_fields {
                 return Err(too_complex(format!(
                     "the operation selects {roots} root fields; at most {} are allowed",
@@ -108,8 +108,7 @@ impl Guard {
                 )));
             }
             if !self.introspection
-                && count_root_fields(doc, set, 0, &|name| name == "__schema" || name == "__type")
-                    > 0
+                && count_root_fields(doc, set, &|name| name == "__schema" || name == "__type") > 0
             {
                 return Err(
                     AppError::Forbidden("introspection is disabled on this server".into())
@@ -129,56 +128,85 @@ impl ExtensionFactory for Guard {
 
 struct GuardExt(Guard);
 
-fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> usize {
-    // Fragment cycles are rejected by validation later; the depth cap keeps this walk finite.
-    if depth > 64 {
-        return 0;
+/// Counts over a selection set with fragments expanded. Each fragment is counted once and its
+/// total reused wherever it is spread, so a document that spreads fragments exponentially
+/// (`fragment F { ...G ...G }` chains) costs linear time; a fragment that spreads itself counts
+/// as empty here and is rejected by validation afterwards.
+struct Counter<'a, F: Fn(&Selection) -> usize> {
+    doc: &'a ExecutableDocument,
+    own: F,
+    /// Whether to descend into fields' selection sets (aliases) or stay at the root.
+    nested: bool,
+    memo: std::collections::HashMap<&'a str, usize>,
+    visiting: std::collections::HashSet<&'a str>,
+}
+
+impl<'a, F: Fn(&Selection) -> usize> Counter<'a, F> {
+    fn new(doc: &'a ExecutableDocument, nested: bool, own: F) -> Self {
+        Counter {
+            doc,
+            own,
+            nested,
+            memo: Default::default(),
+            visiting: Default::default(),
+        }
     }
-    set.items
-        .iter()
-        .map(|sel| match &sel.node {
-            Selection::Field(f) => {
-                usize::from(f.node.alias.is_some())
-                    + count_aliases(doc, &f.node.selection_set.node, depth + 1)
-            }
-            Selection::InlineFragment(fr) => {
-                count_aliases(doc, &fr.node.selection_set.node, depth + 1)
-            }
-            Selection::FragmentSpread(sp) => doc
-                .fragments
-                .get(&sp.node.fragment_name.node)
-                .map_or(0, |fr| {
-                    count_aliases(doc, &fr.node.selection_set.node, depth + 1)
-                }),
-        })
-        .sum()
+
+    fn count(&mut self, set: &'a SelectionSet) -> usize {
+        let mut total = 0usize;
+        for sel in &set.items {
+            let n = match &sel.node {
+                Selection::Field(f) => {
+                    let inner = if self.nested {
+                        self.count(&f.node.selection_set.node)
+                    } else {
+                        0
+                    };
+                    (self.own)(&sel.node).saturating_add(inner)
+                }
+                Selection::InlineFragment(fr) => self.count(&fr.node.selection_set.node),
+                Selection::FragmentSpread(sp) => {
+                    let name = sp.node.fragment_name.node.as_str();
+                    if let Some(n) = self.memo.get(name) {
+                        *n
+                    } else if !self.visiting.insert(name) {
+                        0
+                    } else {
+                        let n = match self.doc.fragments.get(&sp.node.fragment_name.node) {
+                            Some(fr) => self.count(&fr.node.selection_set.node),
+                            None => 0,
+                        };
+                        self.visiting.remove(name);
+                        self.memo.insert(name, n);
+                        n
+                    }
+                }
+            };
+            total = total.saturating_add(n);
+        }
+        total
+    }
+}
+
+fn count_aliases(doc: &ExecutableDocument, set: &SelectionSet) -> usize {
+    Counter::new(doc, true, |sel| match sel {
+        Selection::Field(f) => usize::from(f.node.alias.is_some()),
+        _ => 0,
+    })
+    .count(set)
 }
 
 /// Root fields, counting those whose name `counts` accepts.
 fn count_root_fields(
     doc: &ExecutableDocument,
     set: &SelectionSet,
-    depth: usize,
     counts: &dyn Fn(&str) -> bool,
 ) -> usize {
-    if depth > 64 {
-        return 0;
-    }
-    set.items
-        .iter()
-        .map(|sel| match &sel.node {
-            Selection::Field(f) => usize::from(counts(f.node.name.node.as_str())),
-            Selection::InlineFragment(fr) => {
-                count_root_fields(doc, &fr.node.selection_set.node, depth + 1, counts)
-            }
-            Selection::FragmentSpread(sp) => doc
-                .fragments
-                .get(&sp.node.fragment_name.node)
-                .map_or(0, |fr| {
-                    count_root_fields(doc, &fr.node.selection_set.node, depth + 1, counts)
-                }),
-        })
-        .sum()
+    Counter::new(doc, false, |sel| match sel {
+        Selection::Field(f) => usize::from(counts(f.node.name.node.as_str())),
+        _ => 0,
+    })
+    .count(set)
 }
 
 fn too_complex(message: String) -> ServerError {

@@ -167,7 +167,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
     let addr = t.serve_with(cfg.clone(), unlimited()).await;
     let mut good = claims("alice", "user");
     good.iss = Some("https://idp.test".into());
-    good.aud = Some("bughive".into());
+    good.aud = Some(json!("bughive"));
     let (status, _) = post(
         addr,
         Some(&cfg.mint(&good).expect("mint")),
@@ -177,7 +177,7 @@ async fn issuer_and_audience_are_checked_when_configured() {
     .await;
     assert_eq!(status, 200);
     let mut other_aud = good.clone();
-    other_aud.aud = Some("someone-else".into());
+    other_aud.aud = Some(json!("someone-else"));
     let mut other_iss = good;
     other_iss.iss = Some("https://evil.test".into());
     for bad in [other_aud, other_iss] {

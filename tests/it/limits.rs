@@ -173,3 +173,45 @@ async fn websocket_connections_count_against_the_callers_rate() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+/// Fragments spread exponentially (or into themselves) must not make the limit checks, or
+/// anything else, take exponential time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragment_bombs_are_answered_quickly() {
+    let t = TestDb::new().await;
+    let mut chain = String::from("query { ...F0 } ");
+    for i in 0..40 {
+        chain.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{} ...F{} }} ",
+            i + 1,
+            i + 1
+        ));
+    }
+    chain.push_str("fragment F40 on Query { a: __typename }");
+    // No aliases, one root field: only async-graphql's own validation sees this one.
+    let mut nested = String::from("query { me { ...U0 } } ");
+    for i in 0..40 {
+        nested.push_str(&format!(
+            "fragment U{i} on User {{ ...U{} ...U{} }} ",
+            i + 1,
+            i + 1
+        ));
+    }
+    nested.push_str("fragment U40 on User { id }");
+    for q in [
+        chain.as_str(),
+        nested.as_str(),
+        "fragment F on Query { ...F ...F } query { ...F }",
+    ] {
+        let started = std::time::Instant::now();
+        let (v, _) = tokio::time::timeout(std::time::Duration::from_secs(20), t.gql(q, json!({})))
+            .await
+            .expect("answered");
+        assert!(v["errors"].is_array(), "{v}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -478,6 +478,11 @@ async fn the_fast_object_path_answers_like_the_generic_one() {
         serde_json::to_string(&b).expect("json"),
         "same key order"
     );
+    // A key selected twice merges both selections, as the generic path does.
+    let twice = "{ sessions { nodes { pages { nodes { bugs { nodes { page { id } page { url } title } } } } } } }";
+    let (v, _) = t.gql(twice, json!({})).await;
+    let page = &v["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["nodes"][0]["page"];
+    assert!(page["id"].is_string() && page["url"].is_string(), "{v}");
     let first_bug = &a["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["nodes"][0];
     assert_eq!(first_bug["__typename"], "Bug");
     assert_eq!(first_bug["again"], first_bug["title"]);
