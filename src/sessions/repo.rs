@@ -254,24 +254,39 @@ pub async fn add_cost(
 }
 
 /// Deletes a session with its pages and bugs (its jobs stay, unlinked).
+///
+/// Job and page mutations lock their row and then update the session; the delete's cascade
+/// touches those rows after the session. So the delete takes its locks in their order: the
+/// session's jobs and pages first (`FOR NO KEY UPDATE`, which still lets ingestion's foreign-key
+/// checks through), then the session. Otherwise a delete racing `completeJob` deadlocks.
 pub async fn delete(conn: &mut Conn, actor: Actor, id: Uuid) -> AppResult<Uuid> {
     conn.transaction::<Uuid, AppError, _>(async move |c| {
+        if visible_by_ids(c, &actor.scope(), &[id]).await?.is_empty() {
+            return Err(AppError::NotFound {
+                entity: "session",
+                id: id.to_string(),
+            });
+        }
+        for table in ["jobs", "pages"] {
+            let mut q = Sql::new("SELECT id FROM ");
+            q.push(table)
+                .push(" WHERE session_id = ")
+                .bind(Bind::Uuid(id))
+                .push(" ORDER BY id FOR NO KEY UPDATE");
+            q.execute(c).await?;
+        }
         let locked = SESSION_LIFECYCLE.lock(c, id, &actor.scope()).await?;
         diesel::delete(s::crawl_sessions.filter(s::id.eq(id)))
             .execute(c)
             .await?;
-        audit::record(
-            c,
-            &actor,
-            Entry {
-                action: "deleteSession",
-                resource_type: "session",
-                resource_id: Some(id),
-                old: Some(locked.old),
-                new: New::Nothing,
-            },
-        )
-        .await?;
+        let entry = Entry {
+            action: "deleteSession",
+            resource_type: "session",
+            resource_id: Some(id),
+            old: Some(locked.old),
+            new: New::Nothing,
+        };
+        audit::record(c, &actor, entry).await?;
         Ok(id)
     })
     .await

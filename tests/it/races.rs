@@ -207,3 +207,61 @@ async fn counters_equal_the_truth_after_a_mixed_workload() {
             > 0
     );
 }
+
+/// Deleting a session while its crawl job completes and its pages move never deadlocks: each
+/// call either wins or finds the session gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_session_races_its_jobs_and_pages_without_deadlock() {
+    let t = shared(20).await;
+    for _ in 0..15 {
+        let sid = create_session(&t).await;
+        let job = crate::jobs::enqueue(&t, "crawl", Some(&sid), 3).await;
+        crate::jobs::claim(&t, &["crawl"]).await;
+        let r = record(
+            &t,
+            &sid,
+            json!([{ "url": "https://a.test/", "depth": 0 }, { "url": "https://a.test/b", "depth": 1 }]),
+        )
+        .await;
+        let pages: Vec<String> = r["pages"]
+            .as_array()
+            .expect("pages")
+            .iter()
+            .map(|p| p["id"].as_str().expect("id").to_owned())
+            .collect();
+        let mut calls: Vec<(String, Value)> = vec![
+            (
+                "mutation($id: UUID!) { deleteSession(id: $id) }".into(),
+                json!({ "id": sid }),
+            ),
+            (
+                "mutation($id: UUID!) { completeJob(id: $id) { id } }".into(),
+                json!({ "id": job["id"] }),
+            ),
+        ];
+        for p in &pages {
+            calls.push((
+                "mutation($id: UUID!) { setPageStatus(id: $id, status: CRAWLING) { id } }".into(),
+                json!({ "id": p }),
+            ));
+        }
+        let results = all(calls.len(), |i| {
+            let t = t.clone();
+            let (q, vars) = calls[i].clone();
+            async move { t.gql(&q, vars).await.0 }
+        })
+        .await;
+        for v in &results {
+            if v.get("errors").is_some() {
+                assert_eq!(code(v), "NOT_FOUND", "{v}");
+            }
+        }
+        assert_eq!(
+            t.count(&format!(
+                "SELECT count(*) FROM crawl_sessions WHERE id = '{sid}'"
+            ))
+            .await,
+            0
+        );
+    }
+}
