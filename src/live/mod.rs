@@ -293,6 +293,7 @@ fn kind_of(entity: &str, kind: &str) -> &'static str {
         ("session", "pages") => "pages",
         ("session", "bugs") => "bugs",
         ("session", "cost") => "cost",
+        ("session", "deleted") => "deleted",
         ("job", "created") => "created",
         ("job", "progress") => "progress",
         _ => "updated",

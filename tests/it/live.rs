@@ -454,3 +454,34 @@ async fn websocket_errors_carry_codes_and_limits_apply() {
         let _ = ws_next(&mut ws).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_watched_session_ends_its_subscription() {
+    let t = TestDb::new().await;
+    let addr = t.serve().await;
+    let sid = create_session(&t).await;
+    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
+    ws_subscribe(
+        &mut ws,
+        "graphql-transport-ws",
+        "1",
+        SESSION_SUB,
+        json!({ "id": sid }),
+    )
+    .await;
+    assert_eq!(
+        next_data(&mut ws).await["sessionProgress"]["kind"],
+        "snapshot"
+    );
+    t.ok(
+        "mutation($id: UUID!) { deleteSession(id: $id) }",
+        json!({ "id": sid }),
+    )
+    .await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(
+        v["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{v}"
+    );
+    assert_eq!(ws_next(&mut ws).await["type"], "complete");
+}

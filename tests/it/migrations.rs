@@ -77,9 +77,16 @@ async fn the_database_enforces_enums_and_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_ownership_keeps_existing_sessions_valid() {
     let t = TestDb::new().await;
-    bughive_gateway::db::revert_last_migration(&t.url)
-        .await
-        .expect("revert users/audit");
+    // Back to before users and audit (the delete notification came after them).
+    for _ in 0..2 {
+        bughive_gateway::db::revert_last_migration(&t.url)
+            .await
+            .expect("revert");
+    }
+    assert_eq!(
+        t.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'crawl_sessions' AND column_name = 'owner_id'").await,
+        0
+    );
     t.raw()
         .await
         .batch_execute("INSERT INTO crawl_sessions (id, base_url) VALUES ('00000000-0000-0000-0000-0000000000aa', 'https://old.test/')")
