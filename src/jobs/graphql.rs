@@ -213,6 +213,11 @@ impl JobsMutation {
         id: Uuid,
         progress: f64,
         message: Option<String>,
+        #[graphql(
+            desc = "The `attempts` the claim returned; refused with CONFLICT once the job \
+                          has been claimed again."
+        )]
+        attempt: Option<i32>,
     ) -> async_graphql::Result<Job> {
         let actor = actor(ctx, Perm::RunJobs)?;
         if !(0.0..=1.0).contains(&progress) {
@@ -224,7 +229,7 @@ impl JobsMutation {
         }
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::heartbeat(&mut conn, actor, id, progress, message).await
+            repo::heartbeat(&mut conn, actor, id, progress, message, attempt).await
         })
         .await?;
         Ok(Job::from(row))
@@ -236,12 +241,17 @@ impl JobsMutation {
         ctx: &Context<'_>,
         id: Uuid,
         result: Option<Json<serde_json::Value>>,
+        #[graphql(
+            desc = "The `attempts` the claim returned; refused with CONFLICT once the job \
+                          has been claimed again."
+        )]
+        attempt: Option<i32>,
     ) -> async_graphql::Result<Job> {
         let actor = actor(ctx, Perm::RunJobs)?;
         let result = result.map(|j| j.0).filter(|v| !v.is_null());
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::complete(&mut conn, actor, id, result).await
+            repo::complete(&mut conn, actor, id, result, attempt).await
         })
         .await?;
         Ok(Job::from(row))
@@ -255,6 +265,11 @@ impl JobsMutation {
         id: Uuid,
         error: String,
         #[graphql(default = false)] retry: bool,
+        #[graphql(
+            desc = "The `attempts` the claim returned; refused with CONFLICT once the job \
+                          has been claimed again."
+        )]
+        attempt: Option<i32>,
     ) -> async_graphql::Result<Job> {
         let actor = actor(ctx, Perm::RunJobs)?;
         if error.trim().is_empty() {
@@ -262,7 +277,7 @@ impl JobsMutation {
         }
         let row = detached(ctx, move |db| async move {
             let mut conn = db.conn().await?;
-            repo::fail(&mut conn, actor, id, error, retry).await
+            repo::fail(&mut conn, actor, id, error, retry, attempt).await
         })
         .await?;
         Ok(Job::from(row))

@@ -9,6 +9,7 @@ use super::model::{JOB_LIFECYCLE, JobRow, JobStatus, retry_backoff_base_ms};
 use crate::audit::repo::{self as audit, Entry};
 use crate::auth::{Actor, Scope};
 use crate::db::Conn;
+use crate::db::lifecycle::Locked;
 use crate::db::schema::jobs::dsl as j;
 use crate::db::sql::{Bind, Sql};
 use crate::error::{AppError, AppResult};
@@ -88,6 +89,26 @@ pub async fn enqueue(conn: &mut Conn, actor: Actor, job: NewJob) -> AppResult<Jo
         Ok(row)
     })
     .await
+}
+
+/// Fencing for workers: `claimJob` hands out `attempts`, and a worker that passes it back as
+/// `attempt` is refused once the job has been claimed again (its lease expired and another
+/// worker took over), instead of overwriting the new run. The row is locked, so this is exact.
+fn check_attempt(locked: &Locked<JobStatus>, attempt: Option<i32>) -> AppResult<()> {
+    let Some(expected) = attempt else {
+        return Ok(());
+    };
+    let current = serde_json::from_str::<serde_json::Value>(&locked.old)
+        .ok()
+        .and_then(|v| v["attempts"].as_i64());
+    if current == Some(i64::from(expected)) {
+        Ok(())
+    } else {
+        Err(AppError::Conflict(format!(
+            "attempt {expected} of this job is over: it is now on attempt {}",
+            current.unwrap_or_default()
+        )))
+    }
 }
 
 fn job_entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
@@ -191,6 +212,7 @@ pub async fn heartbeat(
     id: Uuid,
     progress: f64,
     message: Option<String>,
+    attempt: Option<i32>,
 ) -> AppResult<JobRow> {
     let mut q = Sql::new("UPDATE jobs SET progress = ");
     q.bind(Bind::Float(progress))
@@ -206,6 +228,7 @@ pub async fn heartbeat(
         .push(") RETURNING *");
     conn.transaction::<JobRow, AppError, _>(async move |c| {
         let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        check_attempt(&locked, attempt)?;
         let Some(job) = q.get_result::<JobRow>(c).await.optional()? else {
             // Not a move (the job stays RUNNING): the refusal names the action, like
             // `recordPages` does.
@@ -227,9 +250,11 @@ pub async fn complete(
     actor: Actor,
     id: Uuid,
     result: Option<serde_json::Value>,
+    attempt: Option<i32>,
 ) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
         let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        check_attempt(&locked, attempt)?;
         let mut q = Sql::new(
             "UPDATE jobs SET status = 'completed', progress = 1, finished_at = now(), \
              lease_expires_at = NULL, result = ",
@@ -263,9 +288,11 @@ pub async fn fail(
     id: Uuid,
     error: String,
     retry: bool,
+    attempt: Option<i32>,
 ) -> AppResult<JobRow> {
     conn.transaction::<JobRow, AppError, _>(async move |c| {
         let locked = JOB_LIFECYCLE.lock(c, id, &actor.scope()).await?;
+        check_attempt(&locked, attempt)?;
         // Retry when asked and attempts remain; the backoff doubles with each attempt.
         let mut q = Sql::new("UPDATE jobs SET status = CASE WHEN ");
         q.bind(Bind::Bool(retry))

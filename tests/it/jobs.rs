@@ -511,3 +511,41 @@ async fn expired_leases_are_reaped_once_even_by_concurrent_reapers() {
     // Reaped jobs are claimable again.
     assert_eq!(claim(&t, &["work"]).await["attempts"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_expired_cannot_finish_the_next_run() {
+    let t = TestDb::new().await;
+    let job = id(&enqueue(&t, "fenced", None, 3).await);
+    let first = claim(&t, &["fenced"]).await;
+    assert_eq!(first["attempts"], 1);
+    // Worker A stalls; its lease expires and worker B claims attempt 2.
+    t.raw()
+        .await
+        .batch_execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")
+        .await
+        .expect("expire");
+    bughive_gateway::jobs::reaper::reap_all(&t.db)
+        .await
+        .map_err(|e| e.message())
+        .expect("reap");
+    assert_eq!(claim(&t, &["fenced"]).await["attempts"], 2);
+
+    let before = snapshot(&t).await;
+    for q in [
+        "mutation($id: UUID!) { heartbeatJob(id: $id, progress: 0.9, attempt: 1) { id } }",
+        "mutation($id: UUID!) { completeJob(id: $id, attempt: 1) { id } }",
+        "mutation($id: UUID!) { failJob(id: $id, error: \"late\", attempt: 1) { id } }",
+    ] {
+        let v = run(&t, q, &job).await;
+        assert_eq!(code(&v), "CONFLICT", "{q}: {v}");
+        assert_eq!(snapshot(&t).await, before, "{q} changed something");
+    }
+    // Worker B, with its own attempt number, finishes normally.
+    let v = run(
+        &t,
+        "mutation($id: UUID!) { completeJob(id: $id, attempt: 2) { JOB } }",
+        &job,
+    )
+    .await;
+    assert_eq!(v["data"]["completeJob"]["status"], "COMPLETED", "{v}");
+}
