@@ -283,7 +283,6 @@ fn newest<R>(rx: &mut broadcast::Receiver<Update<R>>) -> Option<Update<R>> {
 #[derive(Clone, Copy)]
 struct Reason {
     kind: &'static str,
-    job: Option<Uuid>,
     forced: bool,
 }
 
@@ -312,7 +311,31 @@ fn watched<R>(channels: &Channels<R>, id: &Uuid) -> bool {
 #[derive(Default)]
 struct Dirty {
     jobs: HashMap<Uuid, Reason>,
-    sessions: HashMap<Uuid, Reason>,
+    sessions: HashMap<Uuid, SessionDirty>,
+}
+
+/// Why a watched session must be sent: its own change (if any), then each job that changed.
+#[derive(Default)]
+struct SessionDirty {
+    own: Option<Reason>,
+    jobs: Vec<Uuid>,
+}
+
+/// Job changes kept per session and round; beyond this the session's state is still sent.
+const MAX_JOBS_PER_ROUND: usize = 256;
+
+/// Merges a new reason into a pending one: the newest kind wins, except that a pending
+/// `snapshot` stays one, and `forced` (a resync) is never lost.
+fn merge(pending: &mut Option<Reason>, new: Reason) {
+    match pending {
+        None => *pending = Some(new),
+        Some(p) => {
+            p.forced |= new.forced;
+            if p.kind != "snapshot" {
+                p.kind = new.kind;
+            }
+        }
+    }
 }
 
 impl Dirty {
@@ -323,7 +346,6 @@ impl Dirty {
     fn absorb(&mut self, inner: &Inner, signal: Signal) {
         let snapshot = Reason {
             kind: "snapshot",
-            job: None,
             forced: false,
         };
         match signal {
@@ -331,7 +353,10 @@ impl Dirty {
                 self.jobs.entry(id).or_insert(snapshot);
             }
             Signal::Refresh(Topic::Session(id)) => {
-                self.sessions.entry(id).or_insert(snapshot);
+                let d = self.sessions.entry(id).or_default();
+                if d.own.is_none() {
+                    d.own = Some(snapshot);
+                }
             }
             Signal::Heard(Heard::Lost) => {
                 inner
@@ -344,21 +369,16 @@ impl Dirty {
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 let resync = Reason {
                     kind: "resync",
-                    job: None,
                     forced: true,
                 };
                 // A subscriber still waiting for its first state gets it as a snapshot.
-                let mark = |r: &mut Reason| {
-                    r.forced = true;
-                    if r.kind != "snapshot" {
-                        r.kind = "resync";
-                    }
-                };
                 for id in lock(&inner.jobs).keys() {
-                    self.jobs.entry(*id).and_modify(mark).or_insert(resync);
+                    let mut r = self.jobs.remove(id);
+                    merge(&mut r, resync);
+                    self.jobs.extend(r.map(|r| (*id, r)));
                 }
                 for id in lock(&inner.sessions).keys() {
-                    self.sessions.entry(*id).and_modify(mark).or_insert(resync);
+                    merge(&mut self.sessions.entry(*id).or_default().own, resync);
                 }
             }
             Signal::Heard(Heard::Note(note)) => {
@@ -366,38 +386,38 @@ impl Dirty {
                 match note.entity.as_str() {
                     "job" => {
                         if watched(&inner.jobs, &note.id) {
-                            self.jobs.insert(
-                                note.id,
-                                Reason {
-                                    kind,
-                                    job: None,
-                                    forced: false,
-                                },
-                            );
+                            let reason = Reason {
+                                kind,
+                                forced: false,
+                            };
+                            let mut r = self.jobs.remove(&note.id);
+                            merge(&mut r, reason);
+                            self.jobs.extend(r.map(|r| (note.id, r)));
                         }
                         if let Some(sid) = note.session
                             && watched(&inner.sessions, &sid)
                         {
-                            self.sessions.insert(
-                                sid,
-                                Reason {
-                                    kind: "job",
-                                    job: Some(note.id),
+                            let d = self.sessions.entry(sid).or_default();
+                            if d.jobs.contains(&note.id) {
+                                // One message per job and round carries its newest state.
+                            } else if d.jobs.len() < MAX_JOBS_PER_ROUND {
+                                d.jobs.push(note.id);
+                            } else {
+                                let updated = Reason {
+                                    kind: "updated",
                                     forced: false,
-                                },
-                            );
+                                };
+                                merge(&mut d.own, updated);
+                            }
                         }
                     }
                     "session" => {
                         if watched(&inner.sessions, &note.id) {
-                            self.sessions.insert(
-                                note.id,
-                                Reason {
-                                    kind,
-                                    job: None,
-                                    forced: false,
-                                },
-                            );
+                            let reason = Reason {
+                                kind,
+                                forced: false,
+                            };
+                            merge(&mut self.sessions.entry(note.id).or_default().own, reason);
                         }
                     }
                     other => tracing::debug!(entity = other, "ignoring a notification"),
@@ -455,7 +475,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
         .jobs
         .keys()
         .copied()
-        .chain(dirty.sessions.values().filter_map(|r| r.job))
+        .chain(dirty.sessions.values().flat_map(|d| d.jobs.iter().copied()))
         .collect();
     job_ids.sort_unstable();
     job_ids.dedup();
@@ -507,20 +527,32 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
         }
     }
     let map = lock(&inner.sessions);
-    for (id, reason) in &dirty.sessions {
-        if let Some(tx) = map.get(id) {
-            let row = sessions.get(id).cloned();
-            let job = reason.job.and_then(|j| jobs.get(&j).cloned());
-            let changed_at = match &job {
-                Some(j) => Some(j.updated_at),
-                None => row.as_ref().map(|r| r.updated_at),
+    for (id, dirty) in &dirty.sessions {
+        let Some(tx) = map.get(id) else { continue };
+        let row = sessions.get(id).cloned();
+        if let Some(reason) = &dirty.own {
+            let _ = tx.send(Update {
+                at: stamp(reason, now, row.as_ref().map(|r| r.updated_at)),
+                row: row.clone(),
+                kind: reason.kind,
+                job: None,
+                forced: reason.forced,
+            });
+        }
+        for job_id in &dirty.jobs {
+            let Some(job) = jobs.get(job_id).cloned() else {
+                continue;
+            };
+            let reason = Reason {
+                kind: "job",
+                forced: false,
             };
             let _ = tx.send(Update {
-                at: stamp(reason, now, changed_at),
-                row,
-                kind: reason.kind,
-                job,
-                forced: reason.forced,
+                at: stamp(&reason, now, Some(job.updated_at)),
+                row: row.clone(),
+                kind: "job",
+                job: Some(job),
+                forced: false,
             });
         }
     }

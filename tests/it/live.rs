@@ -93,19 +93,27 @@ async fn session_progress_arrives_over_the_legacy_protocol() {
     assert_eq!(first["sessionProgress"]["kind"], "snapshot");
     assert_eq!(first["sessionProgress"]["session"]["status"], "PENDING");
 
-    // A crawl job drives the session: the claim moves it (kind `status`, or `job` when both
-    // notifications of the claim's transaction are read together).
+    // A crawl job drives the session: the claim's transaction moves both, and subscribers get
+    // the session's change and the job's (kind `job`, with the job).
     let job = enqueue(&t, "crawl", Some(&sid), 3).await;
-    let _created = next_data(&mut ws).await;
+    let created = next_data(&mut ws).await;
+    assert_eq!(created["sessionProgress"]["kind"], "job");
+    assert_eq!(created["sessionProgress"]["job"]["status"], "PENDING");
     claim(&t, &["crawl"]).await;
-    let mut running = next_data(&mut ws).await;
-    while running["sessionProgress"]["session"]["status"] != "RUNNING" {
-        running = next_data(&mut ws).await;
+    let (mut saw_status, mut saw_job) = (false, false);
+    while !(saw_status && saw_job) {
+        let v = next_data(&mut ws).await;
+        let p = &v["sessionProgress"];
+        assert_eq!(p["session"]["status"], "RUNNING", "{v}");
+        match p["kind"].as_str() {
+            Some("status") => saw_status = true,
+            Some("job") => {
+                assert_eq!(p["job"]["status"], "RUNNING", "{v}");
+                saw_job = true;
+            }
+            other => panic!("unexpected kind {other:?}: {v}"),
+        }
     }
-    let kind = running["sessionProgress"]["kind"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(kind == "status" || kind == "job", "{running}");
 
     record(
         &t,
