@@ -1,11 +1,7 @@
 use std::sync::Arc;
 
-use std::borrow::Cow;
-
-use async_graphql::parser::types::Field;
 use async_graphql::{
-    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned,
-    ScalarType, ServerResult, SimpleObject, Value,
+    Context, InputObject, InputType, Json, Object, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -43,44 +39,25 @@ impl Keyed for Bug {
 /// them (see `graphql::fast`).
 pub struct BugFields(Arc<BugRow>);
 
-impl OutputType for Bug {
-    fn type_name() -> Cow<'static, str> {
-        <BugFields as OutputType>::type_name()
-    }
-
-    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
-        <BugFields as OutputType>::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        _field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        let row = &self.0;
-        let fields = BugFields(row.clone());
-        fast::resolve_object(ctx, &fields, "Bug", |name| {
-            Some(match name {
-                "id" => Value::String(row.id.to_string()),
-                "title" => Value::String(row.title.clone()),
-                "description" => Value::String(row.description.clone()),
-                "category" => InputType::to_value(&row.category),
-                "priority" => InputType::to_value(&row.priority),
-                "status" => InputType::to_value(&row.status),
-                "confidence" => ScalarType::to_value(&row.confidence),
-                "expectedBehavior" => fast::opt(row.expected_behavior.clone(), Value::String),
-                "actualBehavior" => fast::opt(row.actual_behavior.clone(), Value::String),
-                "affectedUsers" => fast::opt(row.affected_users.clone(), Value::String),
-                "linearIssueId" => fast::opt(row.linear_issue_id.clone(), Value::String),
-                "dismissReason" => fast::opt(row.dismiss_reason.clone(), Value::String),
-                "createdAt" => ScalarType::to_value(&row.created_at),
-                "updatedAt" => ScalarType::to_value(&row.updated_at),
-                _ => return None,
-            })
-        })
-        .await
-    }
-}
+fast::fast_output_type!(Bug, BugFields, "Bug", |row, name| {
+    Some(match name {
+        "id" => Value::String(row.id.to_string()),
+        "title" => Value::String(row.title.clone()),
+        "description" => Value::String(row.description.clone()),
+        "category" => InputType::to_value(&row.category),
+        "priority" => InputType::to_value(&row.priority),
+        "status" => InputType::to_value(&row.status),
+        "confidence" => ScalarType::to_value(&row.confidence),
+        "expectedBehavior" => fast::opt(row.expected_behavior.clone(), Value::String),
+        "actualBehavior" => fast::opt(row.actual_behavior.clone(), Value::String),
+        "affectedUsers" => fast::opt(row.affected_users.clone(), Value::String),
+        "linearIssueId" => fast::opt(row.linear_issue_id.clone(), Value::String),
+        "dismissReason" => fast::opt(row.dismiss_reason.clone(), Value::String),
+        "createdAt" => ScalarType::to_value(&row.created_at),
+        "updatedAt" => ScalarType::to_value(&row.updated_at),
+        _ => return None,
+    })
+});
 
 /// A defect an agent found, with its evidence and where it stands in triage.
 #[Object(name = "Bug")]
@@ -389,8 +366,7 @@ fn validate_bug(i: usize, b: BugInput) -> AppResult<NewBug> {
 
 async fn move_bug(ctx: &Context<'_>, id: Uuid, change: BugChange) -> AppResult<Bug> {
     let actor = actor(ctx, Perm::ReviewBugs)?;
-    let row = detached(ctx, move |db| async move {
-        let mut conn = db.conn().await?;
+    let row = detached(ctx, move |mut conn| async move {
         repo::transition(&mut conn, actor, id, change).await
     })
     .await?;
@@ -437,8 +413,7 @@ impl BugsMutation {
             .map(|(i, b)| validate_bug(i, b))
             .collect::<AppResult<Vec<_>>>()?;
         let actor = actor(ctx, Perm::Ingest)?;
-        let rows = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let rows = detached(ctx, move |mut conn| async move {
             repo::report(&mut conn, actor, session_id, items).await
         })
         .await?;

@@ -7,7 +7,7 @@ use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
 
 use crate::auth::{Actor, Scope};
-use crate::db::Db;
+use crate::db::{Conn, Db};
 use crate::error::{AppError, AppResult};
 
 /// Implements `Loader<K>` once per key type, in each domain module. DataLoader keeps a separate
@@ -85,14 +85,14 @@ pub fn group_by<K: Copy, G: PartialEq>(keys: &[K], sig: impl Fn(&K) -> G) -> Vec
     groups
 }
 
-/// Runs a write path on its own task with the request's database handle, so a client that
-/// disconnects cannot cancel it halfway (see [`crate::db::run_detached`]).
+/// Runs a write path on its own task with a connection of the request's database handle, so a
+/// client that disconnects cannot cancel it halfway (see [`crate::db::run_detached`]).
 pub async fn detached<T, F, Fut>(ctx: &Context<'_>, f: F) -> AppResult<T>
 where
-    F: FnOnce(Db) -> Fut,
+    F: FnOnce(Conn) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = AppResult<T>> + Send + 'static,
     T: Send + 'static,
 {
     let db = req(ctx)?.db.clone();
-    crate::db::run_detached(f(db)).await
+    crate::db::run_detached(async move { f(db.conn().await?).await }).await
 }

@@ -117,3 +117,33 @@ fn resolve_one<'a, T: ContainerType + Sync>(
 pub fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
     v.map_or(Value::Null, f)
 }
+
+/// Implements `OutputType` for `$ty` (a newtype over an `Arc` of a row) through
+/// [`resolve_object`]: `$fields`, the `#[Object]` over the same row, supplies the type
+/// information and the resolvers of relations; `$leaf` maps a field name to a plain column.
+macro_rules! fast_output_type {
+    ($ty:ident, $fields:ident, $name:literal, |$row:ident, $field:ident| $leaf:expr) => {
+        impl async_graphql::OutputType for $ty {
+            fn type_name() -> std::borrow::Cow<'static, str> {
+                <$fields as async_graphql::OutputType>::type_name()
+            }
+
+            fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+                <$fields as async_graphql::OutputType>::create_type_info(registry)
+            }
+
+            async fn resolve(
+                &self,
+                ctx: &async_graphql::ContextSelectionSet<'_>,
+                _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+            ) -> async_graphql::ServerResult<async_graphql::Value> {
+                let $row = &self.0;
+                let fields = $fields($row.clone());
+                $crate::graphql::fast::resolve_object(ctx, &fields, $name, |$field: &str| $leaf)
+                    .await
+            }
+        }
+    };
+}
+
+pub(crate) use fast_output_type;

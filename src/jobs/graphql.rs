@@ -162,8 +162,7 @@ impl JobsMutation {
             payload,
             max_attempts: input.max_attempts,
         };
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::enqueue(&mut conn, actor, job).await
         })
         .await?;
@@ -198,8 +197,7 @@ impl JobsMutation {
         if let Some(w) = &worker {
             validate_kind("worker", w)?;
         }
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::claim(&mut conn, actor, kinds, lease_seconds, worker).await
         })
         .await?;
@@ -227,8 +225,7 @@ impl JobsMutation {
             )
             .into());
         }
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::heartbeat(&mut conn, actor, id, progress, message, attempt).await
         })
         .await?;
@@ -249,8 +246,7 @@ impl JobsMutation {
     ) -> async_graphql::Result<Job> {
         let actor = actor(ctx, Perm::RunJobs)?;
         let result = result.map(|j| j.0).filter(|v| !v.is_null());
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::complete(&mut conn, actor, id, result, attempt).await
         })
         .await?;
@@ -275,8 +271,7 @@ impl JobsMutation {
         if error.trim().is_empty() {
             return Err(AppError::bad_field("error", "error must not be empty").into());
         }
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::fail(&mut conn, actor, id, error, retry, attempt).await
         })
         .await?;
@@ -286,8 +281,7 @@ impl JobsMutation {
     /// PENDING or RUNNING → CANCELLED. A crawl job cancels its session if it has not ended.
     async fn cancel_job(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Job> {
         let actor = actor(ctx, Perm::QueueJobs)?;
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::cancel(&mut conn, actor, id).await
         })
         .await?;
@@ -307,13 +301,13 @@ impl JobsSubscription {
         ctx: &Context<'_>,
         job_id: Uuid,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Job>> + use<>> {
-        let r = req(ctx)?;
-        let visible = {
-            let mut conn = r.db.conn().await?;
-            !repo::visible_by_ids(&mut conn, &r.actor.scope(), &[job_id])
-                .await?
-                .is_empty()
-        };
+        // The request's loader is scoped to the caller: someone else's job is not found.
+        let visible = req(ctx)?
+            .loader
+            .load_one(JobId(job_id))
+            .await
+            .map_err(AppError::from)?
+            .is_some();
         if !visible {
             return Err(AppError::NotFound {
                 entity: "job",

@@ -1,11 +1,7 @@
 use std::sync::Arc;
 
-use std::borrow::Cow;
-
-use async_graphql::parser::types::Field;
 use async_graphql::{
-    Context, ContextSelectionSet, InputObject, InputType, Json, Object, OutputType, Positioned,
-    ScalarType, ServerResult, SimpleObject, Value,
+    Context, InputObject, InputType, Json, Object, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -44,38 +40,19 @@ impl Keyed for Page {
 /// them (see `graphql::fast`).
 pub struct PageFields(Arc<PageRow>);
 
-impl OutputType for Page {
-    fn type_name() -> Cow<'static, str> {
-        <PageFields as OutputType>::type_name()
-    }
-
-    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
-        <PageFields as OutputType>::create_type_info(registry)
-    }
-
-    async fn resolve(
-        &self,
-        ctx: &ContextSelectionSet<'_>,
-        _field: &Positioned<Field>,
-    ) -> ServerResult<Value> {
-        let row = &self.0;
-        let fields = PageFields(row.clone());
-        fast::resolve_object(ctx, &fields, "Page", |name| {
-            Some(match name {
-                "id" => Value::String(row.id.to_string()),
-                "url" => Value::String(row.url.clone()),
-                "title" => fast::opt(row.title.clone(), Value::String),
-                "status" => InputType::to_value(&row.status),
-                "depth" => ScalarType::to_value(&row.depth),
-                "crawledAt" => fast::opt(row.crawled_at.as_ref(), ScalarType::to_value),
-                "createdAt" => ScalarType::to_value(&row.created_at),
-                "updatedAt" => ScalarType::to_value(&row.updated_at),
-                _ => return None,
-            })
-        })
-        .await
-    }
-}
+fast::fast_output_type!(Page, PageFields, "Page", |row, name| {
+    Some(match name {
+        "id" => Value::String(row.id.to_string()),
+        "url" => Value::String(row.url.clone()),
+        "title" => fast::opt(row.title.clone(), Value::String),
+        "status" => InputType::to_value(&row.status),
+        "depth" => ScalarType::to_value(&row.depth),
+        "crawledAt" => fast::opt(row.crawled_at.as_ref(), ScalarType::to_value),
+        "createdAt" => ScalarType::to_value(&row.created_at),
+        "updatedAt" => ScalarType::to_value(&row.updated_at),
+        _ => return None,
+    })
+});
 
 /// One URL of a crawl, with its analysis and the bugs found on it.
 #[Object(name = "Page")]
@@ -283,8 +260,7 @@ impl PagesMutation {
     ) -> async_graphql::Result<RecordPagesPayload> {
         let actor = actor(ctx, Perm::Ingest)?;
         let items = validate_pages(pages)?;
-        let rec = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let rec = detached(ctx, move |mut conn| async move {
             repo::record(&mut conn, actor, session_id, items).await
         })
         .await?;
@@ -305,8 +281,7 @@ impl PagesMutation {
     ) -> async_graphql::Result<Page> {
         let actor = actor(ctx, Perm::Ingest)?;
         let ar = analysis_result.map(|j| j.0).filter(|v| !v.is_null());
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::set_status(&mut conn, actor, id, status, ar).await
         })
         .await?;

@@ -224,8 +224,7 @@ async fn move_session(
     error: Option<String>,
 ) -> AppResult<CrawlSession> {
     let actor = actor(ctx, Perm::ManageSessions)?;
-    let row = detached(ctx, move |db| async move {
-        let mut conn = db.conn().await?;
+    let row = detached(ctx, move |mut conn| async move {
         repo::transition(&mut conn, actor, action, id, to, error).await
     })
     .await?;
@@ -256,8 +255,7 @@ impl SessionsMutation {
         };
         let actor = actor(ctx, Perm::ManageSessions)?;
         let project = input.project_id;
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::create(&mut conn, actor, base_url, config, project).await
         })
         .await?;
@@ -313,8 +311,7 @@ impl SessionsMutation {
     ) -> async_graphql::Result<CrawlSession> {
         let actor = actor(ctx, Perm::Ingest)?;
         validate_amount(&amount.0)?;
-        let row = detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        let row = detached(ctx, move |mut conn| async move {
             repo::add_cost(&mut conn, actor, id, amount.0).await
         })
         .await?;
@@ -324,8 +321,7 @@ impl SessionsMutation {
     /// Deletes a session with its pages and bugs; its jobs stay, unlinked. Returns the id.
     async fn delete_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Uuid> {
         let actor = actor(ctx, Perm::ManageSessions)?;
-        Ok(detached(ctx, move |db| async move {
-            let mut conn = db.conn().await?;
+        Ok(detached(ctx, move |mut conn| async move {
             repo::delete(&mut conn, actor, id).await
         })
         .await?)
@@ -374,10 +370,8 @@ impl SessionsSubscription {
         session_id: Uuid,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SessionProgress>> + use<>>
     {
-        let r = req(ctx)?;
-        let visible =
-            crate::sessions::loaders::visible(&r.db, &r.actor.scope(), session_id).await?;
-        if !visible {
+        // The request's loader is scoped to the caller: someone else's session is not found.
+        if load_session(ctx, session_id).await?.is_none() {
             return Err(AppError::NotFound {
                 entity: "session",
                 id: session_id.to_string(),

@@ -30,15 +30,3 @@ impl Loader<SessionId> for BatchLoader {
             .collect())
     }
 }
-
-/// Whether the scope may see the session (checked once when a subscription starts).
-pub async fn visible(
-    db: &crate::db::Db,
-    scope: &crate::auth::Scope,
-    id: Uuid,
-) -> Result<bool, AppError> {
-    let mut conn = db.conn().await?;
-    Ok(!repo::visible_by_ids(&mut conn, scope, &[id])
-        .await?
-        .is_empty())
-}

@@ -204,9 +204,8 @@ impl UsersMutation {
         if name.trim().is_empty() || name.chars().count() > 200 {
             return Err(AppError::bad_field("name", "name must be 1-200 characters").into());
         }
-        let row = detached(ctx, move |db| async move {
+        let row = detached(ctx, move |mut conn| async move {
             use diesel_async::AsyncConnection;
-            let mut conn = db.conn().await?;
             conn.transaction::<ProjectRow, AppError, _>(async move |c| {
                 let row = repo::create_project(c, slug, name, actor.principal.user_id).await?;
                 let entry = Entry::row("createProject", "project", row.id, None, "projects");
@@ -236,9 +235,8 @@ impl UsersMutation {
                 AppError::bad_input("admins cannot demote or deactivate themselves").into(),
             );
         }
-        let row = detached(ctx, move |db| async move {
+        let row = detached(ctx, move |mut conn| async move {
             use diesel_async::AsyncConnection;
-            let mut conn = db.conn().await?;
             conn.transaction::<UserRow, AppError, _>(async move |c| {
                 let (old, _) = repo::lock(c, id).await?;
                 let row = repo::update(c, id, role, is_active).await?;
