@@ -9,7 +9,7 @@ use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{TestDb, code, ws_next, ws_subscribe};
+use crate::harness::{TestDb, code, ws_next, ws_open, ws_subscribe};
 
 pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
@@ -584,7 +584,7 @@ async fn subscriptions_are_authenticated_and_scoped() {
         .to_owned();
 
     // No token: the connection is refused at connection_init.
-    let mut ws = raw_ws(addr).await;
+    let mut ws = ws_open(addr, "graphql-transport-ws").await;
     ws.send(Message::text(
         json!({ "type": "connection_init" }).to_string(),
     ))
@@ -601,7 +601,7 @@ async fn subscriptions_are_authenticated_and_scoped() {
     }
 
     // Bob's token in the init payload: Alice's session and job do not exist for him.
-    let mut ws = raw_ws(addr).await;
+    let mut ws = ws_open(addr, "graphql-transport-ws").await;
     ws.send(Message::text(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", token("bob", "user")) } }).to_string())).await.expect("init");
     assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
     ws_subscribe(
@@ -633,7 +633,7 @@ async fn subscriptions_are_authenticated_and_scoped() {
     );
 
     // Alice's token (as `token`) works.
-    let mut ws = raw_ws(addr).await;
+    let mut ws = ws_open(addr, "graphql-transport-ws").await;
     ws.send(Message::text(
         json!({ "type": "connection_init", "payload": { "token": alice_tok } }).to_string(),
     ))
@@ -653,19 +653,4 @@ async fn subscriptions_are_authenticated_and_scoped() {
         v["payload"]["data"]["sessionProgress"]["kind"], "snapshot",
         "{v}"
     );
-}
-
-async fn raw_ws(addr: std::net::SocketAddr) -> crate::harness::Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect")
-        .0
 }

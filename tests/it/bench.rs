@@ -2,9 +2,11 @@
 
 use std::process::Command;
 
-#[test]
-fn load_benchmark_quick_mode_runs() {
+/// Runs the benchmark binary in quick mode with `args` and returns what it printed; a failed run
+/// fails the test.
+fn quick(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
         .args([
             "--quick",
             "--gateway",
@@ -13,12 +15,18 @@ fn load_benchmark_quick_mode_runs() {
         .env_remove("DATABASE_URL")
         .output()
         .expect("run the benchmark");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "bench failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn load_benchmark_quick_mode_runs() {
+    let stdout = quick(&[]);
     for workload in ["Q1 ", "Q2 ", "Q3 "] {
         let row = stdout
             .lines()
@@ -43,22 +51,7 @@ fn load_benchmark_quick_mode_runs() {
 
 #[test]
 fn live_benchmark_quick_mode_runs() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args([
-            "live",
-            "--quick",
-            "--gateway",
-            env!("CARGO_BIN_EXE_bughive-gateway"),
-        ])
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run the benchmark");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = quick(&["live"]);
     for row in ["| fan-out: committed change -> last of", "| job drain:"] {
         assert!(stdout.contains(row), "no {row} row: {stdout}");
     }

@@ -357,21 +357,26 @@ pub fn code(v: &Value) -> &str {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens `/graphql/ws` with one subprotocol, checks the server chose it, and completes the
-/// `connection_init` / `connection_ack` handshake.
-pub async fn ws_connect(addr: std::net::SocketAddr, protocol: &str) -> Ws {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
+/// Opens `/graphql/ws` with one subprotocol and checks the server chose it; no handshake yet.
+pub async fn ws_open(addr: std::net::SocketAddr, protocol: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{addr}/graphql/ws")
         .into_client_request()
         .expect("request");
     req.headers_mut()
         .insert("sec-websocket-protocol", protocol.parse().expect("header"));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
         .await
         .expect("connect");
     assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    ws
+}
+
+/// [`ws_open`] plus the `connection_init` / `connection_ack` handshake.
+pub async fn ws_connect(addr: std::net::SocketAddr, protocol: &str) -> Ws {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = ws_open(addr, protocol).await;
     ws.send(Message::text(
         serde_json::json!({ "type": "connection_init" }).to_string(),
     ))

@@ -147,17 +147,7 @@ async fn websocket_connections_count_against_the_callers_rate() {
     };
     let addr = t.serve_with(Default::default(), http).await;
     let _first = crate::harness::ws_connect(addr, "graphql-transport-ws").await;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
+    let mut ws = crate::harness::ws_open(addr, "graphql-transport-ws").await;
     ws.send(Message::text(
         json!({ "type": "connection_init" }).to_string(),
     ))

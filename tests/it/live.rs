@@ -15,6 +15,25 @@ const JOB_SUB: &str =
     "subscription($id: UUID!) { jobUpdated(jobId: $id) { id status progress message attempts } }";
 const SESSION_SUB: &str = "subscription($id: UUID!) { sessionProgress(sessionId: $id) { kind at session { id status pagesDiscovered bugsFound totalCost } job { id status progress } } }";
 
+/// Subscribes to `sessionProgress` over graphql-transport-ws and checks the first message is
+/// the session's current state.
+async fn watch_session(addr: std::net::SocketAddr, sid: &str) -> Ws {
+    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
+    ws_subscribe(
+        &mut ws,
+        "graphql-transport-ws",
+        "1",
+        SESSION_SUB,
+        json!({ "id": sid }),
+    )
+    .await;
+    assert_eq!(
+        next_data(&mut ws).await["sessionProgress"]["kind"],
+        "snapshot"
+    );
+    ws
+}
+
 /// The data of the next `next`/`data` message of a subscription.
 async fn next_data(ws: &mut Ws) -> Value {
     let v = ws_next(ws).await;
@@ -295,19 +314,7 @@ async fn a_change_through_one_replica_reaches_a_subscriber_of_another() {
     let (a, mut pa) = spawn_replica(&t.url).await;
     let (b, mut pb) = spawn_replica(&t.url).await;
 
-    let mut ws = ws_connect(b, "graphql-transport-ws").await;
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "1",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
-    assert_eq!(
-        next_data(&mut ws).await["sessionProgress"]["kind"],
-        "snapshot"
-    );
+    let mut ws = watch_session(b, &sid).await;
 
     let v: Value = reqwest::Client::new()
         .post(format!("http://{a}/graphql"))
@@ -381,19 +388,7 @@ async fn subscribers_recover_when_postgres_restarts() {
     let addr = t.serve().await;
     let sid = create_session(&t).await;
 
-    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "1",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
-    assert_eq!(
-        next_data(&mut ws).await["sessionProgress"]["kind"],
-        "snapshot"
-    );
+    let mut ws = watch_session(addr, &sid).await;
 
     let restart = {
         let opts = opts.clone();
@@ -468,19 +463,7 @@ async fn deleting_a_watched_session_ends_its_subscription() {
     let t = TestDb::new().await;
     let addr = t.serve().await;
     let sid = create_session(&t).await;
-    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "1",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
-    assert_eq!(
-        next_data(&mut ws).await["sessionProgress"]["kind"],
-        "snapshot"
-    );
+    let mut ws = watch_session(addr, &sid).await;
     t.ok(
         "mutation($id: UUID!) { deleteSession(id: $id) }",
         json!({ "id": sid }),
