@@ -18,6 +18,8 @@ use crate::users::graphql::{User, load_user};
 #[derive(Clone)]
 pub struct AuditEntry(pub Arc<AuditRow>);
 
+impl crate::graphql::connection::ListItem for AuditEntry {}
+
 impl Keyed for AuditEntry {
     fn cursor(&self) -> Cursor {
         self.0.cursor()

@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, InputObject, InputType, Json, Object, ScalarType, SimpleObject, Value,
-};
+use async_graphql::{Context, InputObject, Json, Object, ScalarType, SimpleObject};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -15,7 +13,7 @@ use crate::auth::{Perm, actor};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
 use crate::graphql::context::{detached, req};
-use crate::graphql::fast;
+use crate::graphql::fast::{self, Leaf};
 use crate::pages::graphql::{Page, load_page};
 use crate::sessions::graphql::{CrawlSession, load_session};
 
@@ -41,20 +39,20 @@ pub struct BugFields(Arc<BugRow>);
 
 fast::fast_output_type!(Bug, BugFields, "Bug", |row, name| {
     Some(match name {
-        "id" => Value::String(row.id.to_string()),
-        "title" => Value::String(row.title.clone()),
-        "description" => Value::String(row.description.clone()),
-        "category" => InputType::to_value(&row.category),
-        "priority" => InputType::to_value(&row.priority),
-        "status" => InputType::to_value(&row.status),
-        "confidence" => ScalarType::to_value(&row.confidence),
-        "expectedBehavior" => fast::opt(row.expected_behavior.clone(), Value::String),
-        "actualBehavior" => fast::opt(row.actual_behavior.clone(), Value::String),
-        "affectedUsers" => fast::opt(row.affected_users.clone(), Value::String),
-        "linearIssueId" => fast::opt(row.linear_issue_id.clone(), Value::String),
-        "dismissReason" => fast::opt(row.dismiss_reason.clone(), Value::String),
-        "createdAt" => ScalarType::to_value(&row.created_at),
-        "updatedAt" => ScalarType::to_value(&row.updated_at),
+        "id" => Leaf::Uuid(row.id),
+        "title" => Leaf::Str(&row.title),
+        "description" => Leaf::Str(&row.description),
+        "category" => Leaf::enumeration(row.category),
+        "priority" => Leaf::enumeration(row.priority),
+        "status" => Leaf::enumeration(row.status),
+        "confidence" => Leaf::Float(row.confidence),
+        "expectedBehavior" => Leaf::opt_str(&row.expected_behavior),
+        "actualBehavior" => Leaf::opt_str(&row.actual_behavior),
+        "affectedUsers" => Leaf::opt_str(&row.affected_users),
+        "linearIssueId" => Leaf::opt_str(&row.linear_issue_id),
+        "dismissReason" => Leaf::opt_str(&row.dismiss_reason),
+        "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
+        "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
         _ => return None,
     })
 });

@@ -1,7 +1,13 @@
 //! Relay connections shared by every list field: opaque keyset cursors, `first`/`after`
 //! validation, and a `totalCount` that costs a statement only when it is asked for.
 
-use async_graphql::{Context, Object, OutputType, SimpleObject};
+use std::borrow::Cow;
+use std::future::Future;
+
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, Object, OutputType, Positioned, ServerResult, SimpleObject, Value,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -119,6 +125,44 @@ impl<T: OutputType> Edge<T> {
     }
 }
 
+/// How a type's connection writes its `nodes` list. Bug and page lists, which run to thousands
+/// of rows, render straight to JSON (`graphql::fast`); other types keep this default.
+pub trait ListItem: OutputType + Sized {
+    fn resolve_nodes<'a>(
+        items: Vec<&'a Self>,
+        ctx: &'a ContextSelectionSet<'a>,
+        field: &'a Positioned<Field>,
+    ) -> impl Future<Output = ServerResult<Value>> + Send + 'a {
+        let len = items.len();
+        async_graphql::resolver_utils::resolve_list(ctx, field, items, Some(len))
+    }
+}
+
+/// A connection's `nodes`: in the schema exactly a `[T!]!`, resolved by [`ListItem`].
+pub struct Nodes<'a, T: OutputType>(&'a [Edge<T>]);
+
+impl<T: ListItem> OutputType for Nodes<'_, T> {
+    fn type_name() -> Cow<'static, str> {
+        <Vec<T> as OutputType>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        <Vec<T> as OutputType>::qualified_type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <Vec<T> as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        T::resolve_nodes(self.0.iter().map(|e| &e.node).collect(), ctx, field).await
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct PageInfo {
     pub has_next_page: bool,
@@ -170,7 +214,7 @@ impl<T: OutputType + Keyed> Connection<T> {
         params(crate::audit::graphql::AuditEntry)
     )
 )]
-impl<T: OutputType> Connection<T>
+impl<T: ListItem> Connection<T>
 where
     Edge<T>: OutputType,
 {
@@ -178,8 +222,8 @@ where
         &self.edges
     }
 
-    async fn nodes(&self) -> Vec<&T> {
-        self.edges.iter().map(|e| &e.node).collect()
+    async fn nodes(&self) -> Nodes<'_, T> {
+        Nodes(&self.edges)
     }
 
     async fn page_info(&self) -> PageInfo {

@@ -25,6 +25,9 @@ pub struct RequestCtx {
     pub db: Db,
     pub loader: DataLoader<BatchLoader>,
     pub actor: Actor,
+    /// Whether resolvers may hand up pre-rendered JSON (`Value::Binary`, see `graphql::fast`):
+    /// only when the response is written by `graphql::json`, as `graphql::execute`'s is.
+    pub raw_json: bool,
 }
 
 impl RequestCtx {
@@ -46,7 +49,15 @@ impl RequestCtx {
         })
         .delay(Duration::ZERO)
         .max_batch_size(usize::MAX);
-        (RequestCtx { db, loader, actor }, Box::pin(rx))
+        (
+            RequestCtx {
+                db,
+                loader,
+                actor,
+                raw_json: true,
+            },
+            Box::pin(rx),
+        )
     }
 }
 
@@ -62,7 +73,13 @@ impl RequestCtx {
         let loader = DataLoader::new(batch, tokio::spawn)
             .delay(Duration::from_millis(1))
             .max_batch_size(usize::MAX);
-        RequestCtx { db, loader, actor }
+        // async-graphql serializes WebSocket responses itself.
+        RequestCtx {
+            db,
+            loader,
+            actor,
+            raw_json: false,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod context;
 pub mod fast;
+pub mod json;
 pub mod limits;
 mod order;
 pub mod scalars;
@@ -105,7 +106,8 @@ pub fn sdl() -> String {
 }
 
 /// Executes one request with a fresh request context and reports how many SQL statements it
-/// issued.
+/// issued. The response may hold pre-rendered JSON fragments: write it with
+/// [`json::Response::to_json`].
 ///
 /// The request's batch fetches run inside this future, polled right after the query itself, so
 /// a whole level of sibling resolvers always lands in one batch (see [`RequestCtx::new`]).
@@ -114,7 +116,7 @@ pub async fn execute(
     db: &Db,
     actor: Actor,
     request: async_graphql::Request,
-) -> (async_graphql::Response, Arc<QueryStats>) {
+) -> (json::Response, Arc<QueryStats>) {
     let mut request = request;
     // Parsed here (execute reuses it) and kept to restore the selection order afterwards.
     let doc = request.parsed_query().ok().cloned();
@@ -122,7 +124,7 @@ pub async fn execute(
         && let Err(refused) = schema.guard.check(doc)
     {
         return (
-            async_graphql::Response::from_errors(vec![refused]),
+            json::Response(async_graphql::Response::from_errors(vec![refused])),
             Arc::default(),
         );
     }
@@ -141,7 +143,7 @@ pub async fn execute(
     {
         order::restore(doc, operation_name.as_deref(), &mut response.data);
     }
-    (limits::with_codes(response), stats)
+    (json::Response(limits::with_codes(response)), stats)
 }
 
 /// Drives a query and its batch fetches in one task, fetching only when the query is idle.

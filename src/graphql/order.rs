@@ -7,18 +7,37 @@
 //! operation (fragments expanded, duplicate keys merged) and objects that are out of order are
 //! rebuilt.
 
-use async_graphql::Value;
+use std::collections::HashMap;
+
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
+use async_graphql::{Name, Positioned, Value};
+
+/// The fragment definitions of a document, by name.
+pub type Fragments = HashMap<Name, Positioned<FragmentDefinition>>;
 
 /// Response keys of one selection level, in order, each with the plan for its value.
-struct Plan<'a> {
+pub struct Plan<'a> {
     fields: Vec<(&'a str, Plan<'a>)>,
 }
 
+impl<'a> Plan<'a> {
+    /// The plan of a value selected by `sets` (several when one key is selected repeatedly).
+    /// The document must have passed validation, so fragment cycles cannot occur.
+    pub fn new(fragments: &'a Fragments, sets: &[&'a SelectionSet]) -> Self {
+        plan(fragments, sets)
+    }
+
+    /// Puts `value`'s objects in selection order. Pre-rendered JSON (`Value::Binary`) is
+    /// written in selection order already and is left alone.
+    pub fn apply(&self, value: &mut Value) {
+        apply(self, value)
+    }
+}
+
 fn collect<'a>(
-    doc: &'a ExecutableDocument,
+    doc: &'a Fragments,
     set: &'a SelectionSet,
     out: &mut Vec<(&'a str, Vec<&'a SelectionSet>)>,
 ) {
@@ -34,7 +53,7 @@ fn collect<'a>(
             }
             Selection::InlineFragment(fr) => collect(doc, &fr.node.selection_set.node, out),
             Selection::FragmentSpread(sp) => {
-                if let Some(def) = doc.fragments.get(&sp.node.fragment_name.node) {
+                if let Some(def) = doc.get(&sp.node.fragment_name.node) {
                     collect(doc, &def.node.selection_set.node, out);
                 }
             }
@@ -42,7 +61,7 @@ fn collect<'a>(
     }
 }
 
-fn plan<'a>(doc: &'a ExecutableDocument, sets: &[&'a SelectionSet]) -> Plan<'a> {
+fn plan<'a>(doc: &'a Fragments, sets: &[&'a SelectionSet]) -> Plan<'a> {
     let mut keys = Vec::new();
     for set in sets {
         collect(doc, set, &mut keys);
@@ -103,5 +122,5 @@ pub fn restore(doc: &ExecutableDocument, operation_name: Option<&str>, data: &mu
             }
         }
     };
-    apply(&plan(doc, &[&op.selection_set.node]), data);
+    apply(&plan(&doc.fragments, &[&op.selection_set.node]), data);
 }

@@ -355,13 +355,7 @@ async fn run(
         } else {
             StatusCode::OK
         };
-    let body = match serde_json::to_vec(&response) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialize response");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    };
+    let body = response.to_json();
     drop(response);
     let content_type = if legacy {
         "application/json"

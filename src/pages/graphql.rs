@@ -1,8 +1,6 @@
 use std::sync::Arc;
 
-use async_graphql::{
-    Context, InputObject, InputType, Json, Object, ScalarType, SimpleObject, Value,
-};
+use async_graphql::{Context, InputObject, Json, Object, ScalarType, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -18,7 +16,7 @@ use crate::bugs::loaders::BugParent;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::{Connection, CountSource, Cursor, Keyed, Window};
 use crate::graphql::context::{detached, req};
-use crate::graphql::fast;
+use crate::graphql::fast::{self, Leaf};
 use crate::sessions::graphql::{CrawlSession, load_session};
 
 #[derive(Clone)]
@@ -42,14 +40,18 @@ pub struct PageFields(Arc<PageRow>);
 
 fast::fast_output_type!(Page, PageFields, "Page", |row, name| {
     Some(match name {
-        "id" => Value::String(row.id.to_string()),
-        "url" => Value::String(row.url.clone()),
-        "title" => fast::opt(row.title.clone(), Value::String),
-        "status" => InputType::to_value(&row.status),
-        "depth" => ScalarType::to_value(&row.depth),
-        "crawledAt" => fast::opt(row.crawled_at.as_ref(), ScalarType::to_value),
-        "createdAt" => ScalarType::to_value(&row.created_at),
-        "updatedAt" => ScalarType::to_value(&row.updated_at),
+        "id" => Leaf::Uuid(row.id),
+        "url" => Leaf::Str(&row.url),
+        "title" => Leaf::opt_str(&row.title),
+        "status" => Leaf::enumeration(row.status),
+        "depth" => Leaf::Other(ScalarType::to_value(&row.depth)),
+        "crawledAt" => Leaf::Other(
+            row.crawled_at
+                .as_ref()
+                .map_or(Value::Null, ScalarType::to_value),
+        ),
+        "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
+        "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
         _ => return None,
     })
 });

@@ -35,6 +35,8 @@ impl From<SessionRow> for CrawlSession {
     }
 }
 
+impl crate::graphql::connection::ListItem for CrawlSession {}
+
 impl Keyed for CrawlSession {
     fn cursor(&self) -> crate::graphql::connection::Cursor {
         self.0.cursor()

@@ -19,6 +19,8 @@ use crate::graphql::context::{detached, req};
 #[derive(Clone)]
 pub struct User(pub Arc<UserRow>);
 
+impl crate::graphql::connection::ListItem for User {}
+
 impl Keyed for User {
     fn cursor(&self) -> Cursor {
         self.0.cursor()
@@ -57,6 +59,8 @@ impl User {
 /// A group of sessions; its owner sees and changes every session in it.
 #[derive(Clone)]
 pub struct Project(pub Arc<ProjectRow>);
+
+impl crate::graphql::connection::ListItem for Project {}
 
 impl Keyed for Project {
     fn cursor(&self) -> Cursor {

@@ -278,7 +278,7 @@ impl TestDb {
         };
         let (resp, stats) = execute(&self.schema, &self.db, actor, req).await;
         (
-            serde_json::to_value(&resp).expect("response serializes"),
+            serde_json::from_slice(&resp.to_json()).expect("response is JSON"),
             stats.statements(),
         )
     }
