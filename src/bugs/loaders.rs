@@ -8,7 +8,7 @@ use super::model::{BugCategory, BugPriority, BugRow, BugStats, BugStatus};
 use super::repo;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
-use crate::graphql::context::{BatchLoader, group_by};
+use crate::graphql::context::{BatchLoader, collect_runs, group_by};
 
 /// Whose bugs a list holds: a whole session's or one page's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,18 +134,12 @@ impl Loader<BugListKey> for BatchLoader {
         }) {
             let parent = group[0].parent;
             let ids: Vec<Uuid> = group.iter().map(|k| k.parent.id()).collect();
-            for (parent_id, row) in
-                repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?
-            {
-                let key = BugListKey {
-                    parent: parent.with_id(parent_id),
-                    filter,
-                    window,
-                };
-                if let Some(v) = out.get_mut(&key) {
-                    v.push(Arc::new(row));
-                }
-            }
+            let rows = repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?;
+            collect_runs(&mut out, rows, |id| BugListKey {
+                parent: parent.with_id(id),
+                filter,
+                window,
+            });
         }
         Ok(out)
     }

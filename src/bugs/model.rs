@@ -5,6 +5,7 @@ use uuid::Uuid;
 use crate::db::enums::db_enum;
 use crate::db::json::JsonText;
 use crate::db::lifecycle::Lifecycle;
+use crate::db::row::by_position;
 use crate::db::schema::bugs;
 use crate::graphql::connection::{Cursor, Keyed};
 
@@ -33,7 +34,7 @@ db_enum!(BugCategory {
     Other => "other",
 });
 
-#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = bugs, check_for_backend(diesel::pg::Pg))]
 pub struct BugRow {
     pub id: Uuid,
@@ -55,6 +56,32 @@ pub struct BugRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+// `SELECT k.parent_key, x.*` lists decode by position: see `db::row`.
+by_position!(
+    BugRow,
+    bugs,
+    [
+        id,
+        session_id,
+        page_id,
+        title,
+        description,
+        category,
+        priority,
+        status,
+        steps_to_reproduce,
+        evidence,
+        confidence,
+        expected_behavior,
+        actual_behavior,
+        affected_users,
+        linear_issue_id,
+        dismiss_reason,
+        created_at,
+        updated_at
+    ]
+);
 
 impl Keyed for BugRow {
     fn cursor(&self) -> Cursor {

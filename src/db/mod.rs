@@ -6,6 +6,7 @@ pub mod enums;
 pub mod json;
 pub mod lifecycle;
 pub mod listen;
+pub mod row;
 pub mod schema;
 pub mod sql;
 

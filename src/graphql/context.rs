@@ -1,10 +1,14 @@
 //! Per-request state: the request's database handle and its one batching DataLoader.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::Context;
 use async_graphql::dataloader::DataLoader;
 use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 use crate::auth::{Actor, Scope};
 use crate::db::{Conn, Db};
@@ -100,6 +104,40 @@ pub fn group_by<K: Copy, G: PartialEq>(keys: &[K], sig: impl Fn(&K) -> G) -> Vec
         }
     }
     groups
+}
+
+/// Sorts `(parent id, row)` pairs into the lists of `out`, which holds an entry for every
+/// requested key. LATERAL lists return rows parent by parent, so this hashes a key once per run
+/// of rows rather than once per row (hashing was 5% of the Q1 profile); rows of keys that were
+/// not requested are dropped.
+pub fn collect_runs<K: Eq + Hash, T>(
+    out: &mut HashMap<K, Vec<Arc<T>>>,
+    rows: impl IntoIterator<Item = (Uuid, T)>,
+    key: impl Fn(Uuid) -> K,
+) {
+    let mut flush = |parent: Uuid, run: Vec<Arc<T>>| {
+        if let Some(list) = out.get_mut(&key(parent)) {
+            if list.is_empty() {
+                *list = run;
+            } else {
+                list.extend(run);
+            }
+        }
+    };
+    let mut current: Option<(Uuid, Vec<Arc<T>>)> = None;
+    for (parent, row) in rows {
+        match &mut current {
+            Some((p, run)) if *p == parent => run.push(Arc::new(row)),
+            _ => {
+                if let Some((p, run)) = current.replace((parent, vec![Arc::new(row)])) {
+                    flush(p, run);
+                }
+            }
+        }
+    }
+    if let Some((p, run)) = current {
+        flush(p, run);
+    }
 }
 
 /// Runs a write path on its own task with a connection of the request's database handle, so a

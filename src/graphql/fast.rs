@@ -214,7 +214,12 @@ pub async fn resolve_list<T: FastObject>(
             pending.push(resolve_one(item_ctx, item_fields, f, Name::new("")));
         }
     }
-    let mut results = futures_util::future::join_all(pending).await.into_iter();
+    let results = futures_util::future::join_all(pending).await;
+    let nested: usize = results
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(0, json::size_hint))
+        .sum();
+    let mut results = results.into_iter();
     // The resolved values are objects async-graphql built, in completion order; the response's
     // reordering pass cannot see inside this fragment, so they are put in order here.
     let orders: Vec<order::Plan> = resolved
@@ -222,8 +227,11 @@ pub async fn resolve_list<T: FastObject>(
         .map(|f| order::Plan::new(&ctx.query_env.fragments, &[&f.node.selection_set.node]))
         .collect();
 
-    let mut out = Vec::with_capacity(2 + items.len() * (2 + plan.len() * 24));
+    // Nested lists are fragments of known size; plain fields are estimated, and the estimate is
+    // corrected after the first item, so the buffer grows at most once or twice.
+    let mut out = Vec::with_capacity(2 + nested + items.len() * (2 + plan.len() * 32));
     out.push(b'[');
+    let mut first_nested = 0usize;
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -261,7 +269,12 @@ pub async fn resolve_list<T: FastObject>(
             json::write_str(key, &mut out);
             out.push(b':');
             match (slot, value) {
-                (_, Some(v)) => json::write_value(&v, &mut out),
+                (_, Some(v)) => {
+                    if i == 0 {
+                        first_nested += json::size_hint(&v);
+                    }
+                    json::write_value(&v, &mut out)
+                }
                 (Slot::Typename, _) => json::write_str(T::NAME, &mut out),
                 (Slot::Leaf(name), _) => item.leaf(name).unwrap_or(Leaf::Null).write(&mut out),
                 (Slot::Resolved(_), None) => out.extend_from_slice(b"null"),
@@ -273,6 +286,10 @@ pub async fn resolve_list<T: FastObject>(
             out.extend_from_slice(b"null");
         } else {
             out.push(b'}');
+        }
+        if i == 0 {
+            let plain = (out.len() - 1).saturating_sub(first_nested);
+            out.reserve((plain + 1) * (items.len() - 1) + nested.saturating_sub(first_nested) + 1);
         }
     }
     out.push(b']');

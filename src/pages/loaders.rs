@@ -8,7 +8,7 @@ use super::model::{PageRow, PageStatus};
 use super::repo;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
-use crate::graphql::context::{BatchLoader, group_by};
+use crate::graphql::context::{BatchLoader, collect_runs, group_by};
 
 /// Key of a page looked up by id (`page(id)`, `Page.parent`, `Bug.page`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,18 +109,12 @@ impl Loader<PageListKey> for BatchLoader {
         }) {
             let parent = group[0].parent;
             let ids: Vec<Uuid> = group.iter().map(|k| k.parent.id()).collect();
-            for (parent_id, row) in
-                repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?
-            {
-                let key = PageListKey {
-                    parent: parent.with_id(parent_id),
-                    filter,
-                    window,
-                };
-                if let Some(v) = out.get_mut(&key) {
-                    v.push(Arc::new(row));
-                }
-            }
+            let rows = repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?;
+            collect_runs(&mut out, rows, |id| PageListKey {
+                parent: parent.with_id(id),
+                filter,
+                window,
+            });
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use crate::db::enums::db_enum;
 use crate::db::json::JsonText;
 use crate::db::lifecycle::Lifecycle;
+use crate::db::row::by_position;
 use crate::db::schema::pages;
 use crate::graphql::connection::{Cursor, Keyed};
 
@@ -16,7 +17,7 @@ db_enum!(PageStatus {
     Skipped => "skipped",
 });
 
-#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = pages, check_for_backend(diesel::pg::Pg))]
 pub struct PageRow {
     pub id: Uuid,
@@ -31,6 +32,25 @@ pub struct PageRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+// `SELECT k.parent_key, x.*` lists decode by position: see `db::row`.
+by_position!(
+    PageRow,
+    pages,
+    [
+        id,
+        session_id,
+        url,
+        title,
+        status,
+        depth,
+        parent_page_id,
+        analysis_result,
+        crawled_at,
+        created_at,
+        updated_at
+    ]
+);
 
 impl Keyed for PageRow {
     fn cursor(&self) -> Cursor {

@@ -489,3 +489,85 @@ async fn the_fast_object_path_answers_like_the_generic_one() {
     // Batched the same way: one statement per relation and level.
     assert_eq!(stmts_a, stmts_b);
 }
+
+/// An error raised inside a pre-rendered list (`graphql::fast`) must come back exactly as the
+/// generic resolver reports it: same message, same path, the same nulls around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_inside_fast_lists_match_the_generic_path() {
+    let (t, _) = seeded(2, 2, 2).await;
+    let plain =
+        "{ sessions { nodes { id pages { nodes { url bugs(first: 501) { nodes { id } } } } } } }";
+    let generic = "{ sessions { nodes { id pages { nodes { ...P } } } } } \
+                   fragment P on Page { url bugs(first: 501) { nodes { id } } }";
+    let (mut a, _) = t.gql(plain, json!({})).await;
+    let (mut b, _) = t.gql(generic, json!({})).await;
+    // The two texts place `bugs` at different columns; everything else must agree.
+    for v in [&mut a, &mut b] {
+        for e in v["errors"].as_array_mut().expect("errors") {
+            assert!(e["locations"][0]["column"].is_number(), "{e}");
+            e["locations"].take();
+        }
+    }
+    assert_eq!(a, b);
+    let errors = a["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 4, "one per page: {a}");
+    assert_eq!(code(&a), "BAD_USER_INPUT", "{a}");
+    assert_eq!(
+        errors[1]["path"],
+        json!(["sessions", "nodes", 0, "pages", "nodes", 1, "bugs"]),
+        "{a}"
+    );
+    // bugs is nullable, so the page survives with its other fields.
+    let page = &a["data"]["sessions"]["nodes"][0]["pages"]["nodes"][1];
+    assert!(page["url"].is_string() && page["bugs"].is_null(), "{a}");
+    // Through a WebSocket, where async-graphql serializes the response itself, the same.
+    let addr = t.serve().await;
+    let mut ws = crate::harness::ws_connect(addr, "graphql-transport-ws").await;
+    crate::harness::ws_subscribe(&mut ws, "graphql-transport-ws", "1", plain, json!({})).await;
+    let mut msg = crate::harness::ws_next(&mut ws).await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    let mut payload = msg["payload"].take();
+    for e in payload["errors"].as_array_mut().expect("errors over ws") {
+        e["locations"].take();
+    }
+    assert_eq!(payload["data"], a["data"], "{payload}");
+    assert_eq!(payload["errors"], a["errors"], "{payload}");
+}
+
+/// Row structs decode `sql_query` rows by position with a name check (`db::row`): a statement
+/// whose columns are elsewhere, reordered or followed by extras still decodes by name, field
+/// for field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_decode_by_position_or_by_name_alike() {
+    use bughive_gateway::bugs::model::BugRow;
+    use diesel_async::RunQueryDsl;
+    let (t, _) = seeded(1, 1, 3).await;
+    let mut conn = t.db.conn().await.expect("conn");
+    let order = " ORDER BY created_at, id";
+    let load = |sql: String| diesel::sql_query(sql);
+    let plain: Vec<BugRow> = load(format!("SELECT * FROM bugs{order}"))
+        .load(&mut conn)
+        .await
+        .expect("plain");
+    let extra: Vec<BugRow> = load(format!("SELECT *, 'x' AS title_2 FROM bugs{order}"))
+        .load(&mut conn)
+        .await
+        .expect("extra column");
+    let reversed: Vec<BugRow> = load(format!(
+        "SELECT updated_at, created_at, dismiss_reason, linear_issue_id, affected_users, \
+         actual_behavior, expected_behavior, confidence, evidence, steps_to_reproduce, status, \
+         priority, category, description, title, page_id, session_id, id FROM bugs{order}"
+    ))
+    .load(&mut conn)
+    .await
+    .expect("reversed");
+    assert_eq!(plain.len(), 3);
+    let dump = |rows: &[BugRow]| format!("{rows:?}");
+    assert_eq!(dump(&plain), dump(&extra));
+    assert_eq!(dump(&plain), dump(&reversed));
+    // A missing column is an error, not a silent default.
+    let missing = load(format!("SELECT id FROM bugs{order}"))
+        .load::<BugRow>(&mut conn)
+        .await;
+    assert!(missing.is_err());
+}
