@@ -8,7 +8,7 @@ use super::model::{BugCategory, BugPriority, BugRow, BugStats, BugStatus};
 use super::repo;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
-use crate::graphql::context::{BatchLoader, collect_runs, group_by};
+use crate::graphql::context::{BatchLoader, Runs, group_by};
 
 /// Whose bugs a list holds: a whole session's or one page's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,12 +134,16 @@ impl Loader<BugListKey> for BatchLoader {
         }) {
             let parent = group[0].parent;
             let ids: Vec<Uuid> = group.iter().map(|k| k.parent.id()).collect();
-            let rows = repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?;
-            collect_runs(&mut out, rows, |id| BugListKey {
+            let mut runs = Runs::new(&mut out, |id| BugListKey {
                 parent: parent.with_id(id),
                 filter,
                 window,
             });
+            repo::list_for_parents(&mut conn, parent, &ids, &filter, &window, |id, row| {
+                runs.push(id, row)
+            })
+            .await?;
+            runs.finish();
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Integer, Nullable, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use super::loaders::{BugFilterKey, BugParent};
@@ -117,7 +118,8 @@ pub async fn list_for_parents(
     ids: &[Uuid],
     filter: &BugFilterKey,
     window: &Window,
-) -> AppResult<Vec<(Uuid, BugRow)>> {
+    mut each: impl FnMut(Uuid, BugRow) + Send,
+) -> AppResult<()> {
     let mut q = Sql::new("SELECT k.parent_key, x.* FROM unnest(");
     q.bind(Bind::Uuids(ids.to_vec()))
         .push(") AS k(parent_key) CROSS JOIN LATERAL (SELECT * FROM bugs WHERE ")
@@ -134,8 +136,11 @@ pub async fn list_for_parents(
     q.push(" ORDER BY created_at, id LIMIT ")
         .bind(Bind::BigInt(window.limit()))
         .push(") x");
-    let rows: Vec<KeyedBug> = q.load(conn).await?;
-    Ok(rows.into_iter().map(|r| (r.parent_key, r.bug)).collect())
+    let mut rows = q.load_stream::<KeyedBug>(conn).await?;
+    while let Some(r) = rows.try_next().await? {
+        each(r.parent_key, r.bug);
+    }
+    Ok(())
 }
 
 pub async fn count_for_parents(

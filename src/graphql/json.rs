@@ -29,37 +29,101 @@ impl std::ops::DerefMut for Response {
 }
 
 impl Response {
-    /// The response body: `{"data":…}` plus `extensions` and `errors` when present, in the
-    /// order and spelling async-graphql's `Serialize` uses.
+    /// The whole response as one buffer.
     pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + size_hint(&self.0.data));
+        self.write(&mut out);
+        out
+    }
+
+    /// The response as a list of chunks whose concatenation is [`to_json`](Self::to_json):
+    /// large pre-rendered fragments are passed on as they are, not copied into one big buffer.
+    /// A Q1 answer is about 700 KB; assembling it contiguously meant one large allocation and
+    /// a full copy per request, and large allocations are what kept the gateway's RSS high.
+    pub fn to_chunks(&self) -> Chunks {
+        let mut out = Chunks::default();
+        self.write(&mut out);
+        out.flush();
+        out
+    }
+
+    fn write(&self, out: &mut impl Sink) {
         let r = &self.0;
-        // Sized up front: the data is mostly pre-rendered fragments of known length, and growing a
-        // buffer of several hundred KB by doubling copied it about eight times.
-        let mut out = Vec::with_capacity(64 + size_hint(&r.data));
-        out.extend_from_slice(b"{\"data\":");
-        write_value(&r.data, &mut out);
+        out.buf().extend_from_slice(b"{\"data\":");
+        write_value(&r.data, out);
         if !r.extensions.is_empty() {
-            out.extend_from_slice(b",\"extensions\":{");
+            out.buf().extend_from_slice(b",\"extensions\":{");
             for (i, (k, v)) in r.extensions.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.buf().push(b',');
                 }
-                write_str(k, &mut out);
-                out.push(b':');
-                write_value(v, &mut out);
+                write_str(k, out.buf());
+                out.buf().push(b':');
+                write_value(v, out);
             }
-            out.push(b'}');
+            out.buf().push(b'}');
         }
         if !r.errors.is_empty() {
-            out.extend_from_slice(b",\"errors\":");
-            write_serde(&r.errors, &mut out);
+            out.buf().extend_from_slice(b",\"errors\":");
+            write_serde(&r.errors, out.buf());
         }
-        out.push(b'}');
-        out
+        out.buf().push(b'}');
     }
 }
 
-/// Writes `v`; `Binary` values are JSON fragments and go in as they are.
+/// Where [`write_value`] writes: plain JSON goes to a buffer, fragments may be kept whole.
+pub trait Sink {
+    fn buf(&mut self) -> &mut Vec<u8>;
+    fn fragment(&mut self, json: &bytes::Bytes);
+}
+
+impl Sink for Vec<u8> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn fragment(&mut self, json: &bytes::Bytes) {
+        self.extend_from_slice(json);
+    }
+}
+
+/// A response body as chunks: runs of written JSON between shared fragments.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    pub chunks: std::collections::VecDeque<bytes::Bytes>,
+    pub len: usize,
+    current: Vec<u8>,
+}
+
+impl Chunks {
+    /// Fragments below this size are copied: a chunk of its own would cost more than that.
+    const SHARE_FROM: usize = 4096;
+
+    fn flush(&mut self) {
+        if !self.current.is_empty() {
+            let run = std::mem::take(&mut self.current);
+            self.len += run.len();
+            self.chunks.push_back(run.into());
+        }
+    }
+}
+
+impl Sink for Chunks {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.current
+    }
+
+    fn fragment(&mut self, json: &bytes::Bytes) {
+        if json.len() < Self::SHARE_FROM {
+            self.current.extend_from_slice(json);
+        } else {
+            self.flush();
+            self.len += json.len();
+            self.chunks.push_back(json.clone());
+        }
+    }
+}
+
 /// About how many bytes [`write_value`] writes for `v`: exact for fragments and structure,
 /// short by any escapes in strings and approximate for numbers. Buffers are sized with it.
 pub fn size_hint(v: &Value) -> usize {
@@ -83,41 +147,40 @@ pub fn size_hint(v: &Value) -> usize {
     }
 }
 
-pub fn write_value(v: &Value, out: &mut Vec<u8>) {
+pub fn write_value(v: &Value, out: &mut impl Sink) {
     match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Boolean(true) => out.extend_from_slice(b"true"),
-        Value::Boolean(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => write_serde(n, out),
-        Value::String(s) => write_str(s, out),
-        Value::Enum(name) => write_str(name, out),
-        Value::Binary(json) => out.extend_from_slice(json),
+        Value::Null => out.buf().extend_from_slice(b"null"),
+        Value::Boolean(true) => out.buf().extend_from_slice(b"true"),
+        Value::Boolean(false) => out.buf().extend_from_slice(b"false"),
+        Value::Number(n) => write_serde(n, out.buf()),
+        Value::String(s) => write_str(s, out.buf()),
+        Value::Enum(name) => write_str(name, out.buf()),
+        Value::Binary(json) => out.fragment(json),
         Value::List(items) => {
-            out.push(b'[');
+            out.buf().push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.buf().push(b',');
                 }
                 write_value(item, out);
             }
-            out.push(b']');
+            out.buf().push(b']');
         }
         Value::Object(map) => {
-            out.push(b'{');
+            out.buf().push(b'{');
             for (i, (k, v)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    out.buf().push(b',');
                 }
-                write_str(k, out);
-                out.push(b':');
+                write_str(k, out.buf());
+                out.buf().push(b':');
                 write_value(v, out);
             }
-            out.push(b'}');
+            out.buf().push(b'}');
         }
     }
 }
 
-/// Writes a JSON string with serde_json's escaping: `"`, `\` and control characters only.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
@@ -240,5 +303,33 @@ mod tests {
         let mut out = Vec::new();
         write_value(&v, &mut out);
         assert_eq!(out, b"[{\"id\":1},null]");
+    }
+
+    #[test]
+    fn chunks_concatenate_to_the_buffer_and_share_large_fragments() {
+        let big = bytes::Bytes::from(format!("[{}]", "1,".repeat(3000) + "1"));
+        let data = Value::List(vec![
+            Value::Binary(bytes::Bytes::from_static(b"{\"id\":1}")),
+            Value::Binary(big.clone()),
+            Value::String("tail".into()),
+        ]);
+        let mut resp = async_graphql::Response::new(data);
+        resp.errors.push(ServerError::new(
+            "boom",
+            Some(async_graphql::Pos::default()),
+        ));
+        let resp = Response(resp);
+        let chunks = resp.to_chunks();
+        let joined: Vec<u8> = chunks
+            .chunks
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        assert_eq!(joined, resp.to_json());
+        assert_eq!(chunks.len, joined.len());
+        // The large fragment is its own chunk, the same allocation; the small one was copied.
+        assert_eq!(chunks.chunks.len(), 3);
+        assert_eq!(chunks.chunks[1].as_ptr(), big.as_ptr());
+        assert!(chunks.chunks.iter().all(|c| !c.is_empty()));
     }
 }

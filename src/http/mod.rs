@@ -355,7 +355,7 @@ async fn run(
         } else {
             StatusCode::OK
         };
-    let body = response.to_json();
+    let body = response.to_chunks();
     drop(response);
     let content_type = if legacy {
         "application/json"
@@ -365,7 +365,8 @@ async fn run(
     // The permit travels with the body: a finished response still holds its memory until the
     // client has read it, and that must count against the bound too.
     let body = PermitBody {
-        data: Some(axum::body::Bytes::from(body)),
+        remaining: body.len as u64,
+        chunks: body.chunks,
         _permit: permit,
     };
     let mut res = (status, axum::body::Body::new(body)).into_response();
@@ -378,9 +379,11 @@ async fn run(
     res
 }
 
-/// A response body that holds an execution permit until hyper has taken all of it.
+/// A response body that holds an execution permit until hyper has taken all of it. Its chunks
+/// share the pre-rendered fragments of the response (see `graphql::json::Chunks`).
 struct PermitBody {
-    data: Option<axum::body::Bytes>,
+    chunks: std::collections::VecDeque<axum::body::Bytes>,
+    remaining: u64,
     _permit: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
 }
 
@@ -392,15 +395,19 @@ impl http_body::Body for PermitBody {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+        let next = self.chunks.pop_front();
+        if let Some(d) = &next {
+            self.remaining = self.remaining.saturating_sub(d.len() as u64);
+        }
+        std::task::Poll::Ready(next.map(|d| Ok(http_body::Frame::data(d))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        self.chunks.is_empty()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+        http_body::SizeHint::with_exact(self.remaining)
     }
 }
 

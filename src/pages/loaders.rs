@@ -8,7 +8,7 @@ use super::model::{PageRow, PageStatus};
 use super::repo;
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
-use crate::graphql::context::{BatchLoader, collect_runs, group_by};
+use crate::graphql::context::{BatchLoader, Runs, group_by};
 
 /// Key of a page looked up by id (`page(id)`, `Page.parent`, `Bug.page`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,12 +109,16 @@ impl Loader<PageListKey> for BatchLoader {
         }) {
             let parent = group[0].parent;
             let ids: Vec<Uuid> = group.iter().map(|k| k.parent.id()).collect();
-            let rows = repo::list_for_parents(&mut conn, parent, &ids, &filter, &window).await?;
-            collect_runs(&mut out, rows, |id| PageListKey {
+            let mut runs = Runs::new(&mut out, |id| PageListKey {
                 parent: parent.with_id(id),
                 filter,
                 window,
             });
+            repo::list_for_parents(&mut conn, parent, &ids, &filter, &window, |id, row| {
+                runs.push(id, row)
+            })
+            .await?;
+            runs.finish();
         }
         Ok(out)
     }

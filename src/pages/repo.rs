@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use super::loaders::{PageFilter, PageParent};
@@ -61,7 +62,8 @@ pub async fn list_for_parents(
     ids: &[Uuid],
     filter: &PageFilter,
     window: &Window,
-) -> AppResult<Vec<(Uuid, PageRow)>> {
+    mut each: impl FnMut(Uuid, PageRow) + Send,
+) -> AppResult<()> {
     let col = parent.column();
     let mut q = Sql::new("SELECT k.parent_key, x.* FROM unnest(");
     q.bind(Bind::Uuids(ids.to_vec()))
@@ -79,8 +81,11 @@ pub async fn list_for_parents(
     q.push(" ORDER BY created_at, id LIMIT ")
         .bind(Bind::BigInt(window.limit()))
         .push(") x");
-    let rows: Vec<KeyedPage> = q.load(conn).await?;
-    Ok(rows.into_iter().map(|r| (r.parent_key, r.page)).collect())
+    let mut rows = q.load_stream::<KeyedPage>(conn).await?;
+    while let Some(r) = rows.try_next().await? {
+        each(r.parent_key, r.page);
+    }
+    Ok(())
 }
 
 /// `totalCount` of each parent's list, in one grouped statement.

@@ -275,3 +275,59 @@ async fn websocket_endpoint_speaks_legacy_graphql_ws() {
     assert_eq!(v["type"], "data", "{v}");
     assert_eq!(v["payload"]["data"]["sessions"]["totalCount"], 0);
 }
+
+/// A large answer leaves as several body chunks (shared pre-rendered fragments, see
+/// `graphql::json::Chunks`): it must still carry an exact Content-Length and be byte for byte
+/// the JSON the executor renders in one piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_stream_as_exact_json() {
+    let t = TestDb::new().await;
+    bughive_gateway::seed::run(
+        &t.db,
+        bughive_gateway::seed::SeedPlan {
+            sessions: 3,
+            pages_per_session: 20,
+            bugs_per_page: 6,
+            vary_bugs: false,
+        },
+        false,
+    )
+    .await
+    .expect("seed");
+    let query = "{ sessions { nodes { id pages(first: 50) { nodes { id url bugs { nodes { id title priority } } } } } } }";
+    let in_process = {
+        let req = async_graphql::Request::new(query);
+        let (resp, _) = bughive_gateway::graphql::execute(
+            &t.schema,
+            &t.db,
+            crate::harness::anonymous_admin(),
+            req,
+        )
+        .await;
+        assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+        assert!(resp.to_chunks().chunks.len() > 3, "fragments are shared");
+        resp.to_json()
+    };
+    let addr = serve(&t).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let length: usize = r.headers()["content-length"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number");
+    let body = r.bytes().await.expect("body");
+    assert_eq!(length, body.len());
+    assert!(body.len() > 20_000, "{}", body.len());
+    assert_eq!(&body[..], &in_process[..]);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["data"]["sessions"]["nodes"].as_array().map(Vec::len),
+        Some(3)
+    );
+}
