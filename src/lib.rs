@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod http;
 pub mod jobs;
 pub mod live;
+pub mod memory;
 pub mod pages;
 pub mod seed;
 pub mod sessions;

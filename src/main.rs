@@ -71,6 +71,7 @@ struct ServeArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    bughive_gateway::memory::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
