@@ -31,7 +31,6 @@ const MI_OPTION_PURGE_DELAY: c_int = 15;
 unsafe extern "C" {
     // Provided by the mimalloc library the global allocator links (libmimalloc-sys).
     fn mi_option_set(option: c_int, value: c_long);
-    fn mi_option_get(option: c_int) -> c_long;
 }
 
 /// Applies the settings above; call before the runtime starts.
@@ -45,15 +44,18 @@ pub fn tune() {
     }
 }
 
-/// The purge delay in effect, for the tests.
-pub fn purge_delay_ms() -> c_long {
-    // SAFETY: reading a mimalloc option.
-    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    unsafe extern "C" {
+        fn mi_option_get(option: c_int) -> c_long;
+    }
+
+    fn purge_delay_ms() -> c_long {
+        // SAFETY: reading a mimalloc option.
+        unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
+    }
 
     #[test]
     fn the_option_number_is_mimallocs_purge_delay() {

@@ -10,8 +10,8 @@
 use async_graphql::Value;
 
 /// A response that may hold pre-rendered JSON fragments. It deliberately has no `Serialize`:
-/// serde would write the fragments as arrays of bytes, so the only way out is
-/// [`Response::to_json`].
+/// serde would write the fragments as arrays of bytes, so the only ways out are
+/// [`Response::to_json`] and [`Response::to_chunks`].
 #[derive(Debug, Default)]
 pub struct Response(pub async_graphql::Response);
 
@@ -52,16 +52,8 @@ impl Response {
         out.buf().extend_from_slice(b"{\"data\":");
         write_value(&r.data, out);
         if !r.extensions.is_empty() {
-            out.buf().extend_from_slice(b",\"extensions\":{");
-            for (i, (k, v)) in r.extensions.iter().enumerate() {
-                if i > 0 {
-                    out.buf().push(b',');
-                }
-                write_str(k, out.buf());
-                out.buf().push(b':');
-                write_value(v, out);
-            }
-            out.buf().push(b'}');
+            out.buf().extend_from_slice(b",\"extensions\":");
+            write_object(r.extensions.iter().map(|(k, v)| (k.as_str(), v)), out);
         }
         if !r.errors.is_empty() {
             out.buf().extend_from_slice(b",\"errors\":");
@@ -166,19 +158,21 @@ pub fn write_value(v: &Value, out: &mut impl Sink) {
             }
             out.buf().push(b']');
         }
-        Value::Object(map) => {
-            out.buf().push(b'{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.buf().push(b',');
-                }
-                write_str(k, out.buf());
-                out.buf().push(b':');
-                write_value(v, out);
-            }
-            out.buf().push(b'}');
-        }
+        Value::Object(map) => write_object(map.iter().map(|(k, v)| (k.as_str(), v)), out),
     }
+}
+
+fn write_object<'v>(entries: impl Iterator<Item = (&'v str, &'v Value)>, out: &mut impl Sink) {
+    out.buf().push(b'{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.buf().push(b',');
+        }
+        write_str(k, out.buf());
+        out.buf().push(b':');
+        write_value(v, out);
+    }
+    out.buf().push(b'}');
 }
 
 pub fn write_str(s: &str, out: &mut Vec<u8>) {

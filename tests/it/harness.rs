@@ -424,6 +424,25 @@ pub async fn ws_subscribe(ws: &mut Ws, protocol: &str, id: &str, query: &str, va
     .expect("subscribe");
 }
 
+/// A fresh database seeded with `sessions` × `pages` × `bugs` (no variation), and its plan.
+pub async fn seeded(
+    sessions: usize,
+    pages: usize,
+    bugs: usize,
+) -> (TestDb, bughive_gateway::seed::SeedPlan) {
+    let t = TestDb::new().await;
+    let plan = bughive_gateway::seed::SeedPlan {
+        sessions,
+        pages_per_session: pages,
+        bugs_per_page: bugs,
+        vary_bugs: false,
+    };
+    bughive_gateway::seed::run(&t.db, plan, false)
+        .await
+        .expect("seed");
+    (t, plan)
+}
+
 /// An actor for requests run without a database-backed user (the database may be unreachable).
 pub fn anonymous_admin() -> Actor {
     Actor {

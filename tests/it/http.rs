@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{TestDb, ws_connect};
+use crate::harness::{TestDb, seeded, ws_connect};
 
 async fn serve(t: &TestDb) -> SocketAddr {
     t.serve().await
@@ -16,19 +16,7 @@ async fn serve(t: &TestDb) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphql_over_post_and_get_with_content_negotiation() {
-    let t = TestDb::new().await;
-    bughive_gateway::seed::run(
-        &t.db,
-        bughive_gateway::seed::SeedPlan {
-            sessions: 3,
-            pages_per_session: 2,
-            bugs_per_page: 1,
-            vary_bugs: false,
-        },
-        false,
-    )
-    .await
-    .expect("seed");
+    let (t, _) = seeded(3, 2, 1).await;
     let addr = serve(&t).await;
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/graphql");
@@ -281,19 +269,7 @@ async fn websocket_endpoint_speaks_legacy_graphql_ws() {
 /// the JSON the executor renders in one piece.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_answers_stream_as_exact_json() {
-    let t = TestDb::new().await;
-    bughive_gateway::seed::run(
-        &t.db,
-        bughive_gateway::seed::SeedPlan {
-            sessions: 3,
-            pages_per_session: 20,
-            bugs_per_page: 6,
-            vary_bugs: false,
-        },
-        false,
-    )
-    .await
-    .expect("seed");
+    let (t, _) = seeded(3, 20, 6).await;
     let query = "{ sessions { nodes { id pages(first: 50) { nodes { id url bugs { nodes { id title priority } } } } } } }";
     let in_process = {
         let req = async_graphql::Request::new(query);

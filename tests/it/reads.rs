@@ -7,19 +7,7 @@ use bughive_gateway::pages::model::PageStatus;
 use bughive_gateway::seed::{self, SeedPlan};
 use serde_json::{Value, json};
 
-use crate::harness::{TestDb, code};
-
-async fn seeded(sessions: usize, pages: usize, bugs: usize) -> (TestDb, SeedPlan) {
-    let t = TestDb::new().await;
-    let plan = SeedPlan {
-        sessions,
-        pages_per_session: pages,
-        bugs_per_page: bugs,
-        vary_bugs: false,
-    };
-    seed::run(&t.db, plan, false).await.expect("seed");
-    (t, plan)
-}
+use crate::harness::{TestDb, code, seeded};
 
 const NESTED: &str = "query($s: Int, $p: Int) { sessions(first: $s) { nodes { id pages(first: $p) { nodes { id bugs { nodes { id } } } } } } }";
 const NESTED_COUNTS: &str = "query($s: Int, $p: Int) { sessions(first: $s) { totalCount nodes { id pages(first: $p) { totalCount nodes { id bugs { totalCount nodes { id } } } } } } }";
