@@ -85,7 +85,12 @@ async fn main() {
         .await
         .expect("bind");
     let endpoint = format!("http://{}/graphql", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(bughive_gateway::http::serve::serve(
+        listener,
+        app,
+        Default::default(),
+        std::future::pending(),
+    ));
     let http = reqwest::Client::new();
 
     let (mut pages_total, mut call1, mut call2, mut bugs_total) =

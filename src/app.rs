@@ -114,6 +114,7 @@ async fn serve_on(
              built-in admin ({DEV_SUBJECT}); only loopback addresses are allowed"
         );
     }
+    let timeouts = http.timeouts;
     let app = router(AppState::new(schema, db.clone(), live.clone(), auth, http));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -123,9 +124,7 @@ async fn serve_on(
         started.elapsed().as_millis(),
         listener.local_addr()?
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http::serve::serve(listener, app, timeouts, shutdown_signal()).await;
     tracing::info!("shutting down");
     reaper.abort();
     live.stop();

@@ -31,6 +31,9 @@ pub enum AppError {
     RateLimited {
         retry_after_secs: u64,
     },
+    /// A quota that waiting alone does not lift (operations per WebSocket, sockets per caller):
+    /// `RATE_LIMITED`, without `retryAfter`.
+    TooMany(String),
     Unavailable(String),
     /// The detail is logged, never sent: clients only learn that something broke.
     Internal(String),
@@ -67,7 +70,7 @@ impl AppError {
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::Conflict(_) => "CONFLICT",
             AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
-            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::RateLimited { .. } | AppError::TooMany(_) => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -90,7 +93,8 @@ impl AppError {
             AppError::Unauthenticated(m)
             | AppError::Forbidden(m)
             | AppError::Conflict(m)
-            | AppError::QueryTooComplex(m) => m.clone(),
+            | AppError::QueryTooComplex(m)
+            | AppError::TooMany(m) => m.clone(),
             AppError::RateLimited { retry_after_secs } => {
                 format!("rate limit exceeded, retry in {retry_after_secs}s")
             }
@@ -124,6 +128,17 @@ impl AppError {
 }
 
 impl AppError {
+    /// The HTTP status of a response that carries no data and an error with this code: the
+    /// server's failures are 5xx (503 for the database, which is worth retrying), everything
+    /// else is the caller's (4xx, decided by the HTTP layer).
+    pub fn status_of_code(code: &str) -> u16 {
+        match code {
+            "UNAVAILABLE" => 503,
+            "INTERNAL" => 500,
+            _ => 400,
+        }
+    }
+
     /// The same error outside of any field: no locations, no path (refusals before execution).
     pub fn to_server_error(&self) -> async_graphql::ServerError {
         let mut err = async_graphql::ServerError::new(self.message(), None);
@@ -182,7 +197,17 @@ impl From<diesel::result::Error> for AppError {
             E::DatabaseError(K::CheckViolation | K::NotNullViolation, info) => {
                 AppError::bad_input(info.message())
             }
-            E::DatabaseError(K::ClosedConnection, info) => {
+            // No SQLSTATE: the connection broke mid-request (server restart, network).
+            E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, info) => {
+                AppError::Unavailable(format!("database connection lost: {}", info.message()))
+            }
+            // Class 57 (operator intervention): an administrator or crash ended the backend, or
+            // the server is shutting down, starting up or in recovery.
+            E::DatabaseError(_, ref info)
+                if ["terminating connection", "the database system is"]
+                    .iter()
+                    .any(|m| info.message().starts_with(m)) =>
+            {
                 AppError::Unavailable(info.message().into())
             }
             // 57014 query_canceled: statement_timeout fired.
@@ -264,6 +289,7 @@ mod tests {
                 },
                 "RATE_LIMITED",
             ),
+            (AppError::TooMany("sockets".into()), "RATE_LIMITED"),
             (AppError::Unavailable("db".into()), "UNAVAILABLE"),
             (AppError::internal("boom"), "INTERNAL"),
         ];
@@ -329,6 +355,29 @@ mod tests {
     }
 
     #[test]
+    fn server_failures_get_5xx_and_the_rest_4xx() {
+        let all = [
+            AppError::NotFound {
+                entity: "bug",
+                id: "x".into(),
+            },
+            AppError::bad_input("x"),
+            AppError::Unauthenticated("x".into()),
+            AppError::Forbidden("x".into()),
+            AppError::Conflict("x".into()),
+            AppError::QueryTooComplex("x".into()),
+            AppError::TooMany("x".into()),
+            AppError::Unavailable("x".into()),
+            AppError::internal("x"),
+        ];
+        let statuses: Vec<u16> = all
+            .iter()
+            .map(|e| AppError::status_of_code(e.code()))
+            .collect();
+        assert_eq!(statuses, [400, 400, 400, 400, 400, 400, 400, 503, 500]);
+    }
+
+    #[test]
     fn internal_errors_leak_nothing() {
         let e = AppError::internal("relation \"secret_table\" does not exist");
         assert_eq!(e.to_graphql().message, "internal error");
@@ -356,6 +405,21 @@ mod tests {
                 "canceling statement due to statement timeout"
             ))
             .code(),
+            "UNAVAILABLE"
+        );
+        for cut_off in [
+            "terminating connection due to administrator command",
+            "terminating connection because of crash of another server process",
+            "the database system is shutting down",
+        ] {
+            assert_eq!(
+                AppError::from(db(K::Unknown, cut_off)).code(),
+                "UNAVAILABLE",
+                "{cut_off}"
+            );
+        }
+        assert_eq!(
+            AppError::from(db(K::UnableToSendCommand, "connection closed")).code(),
             "UNAVAILABLE"
         );
         assert_eq!(AppError::from(E::NotFound).code(), "NOT_FOUND");

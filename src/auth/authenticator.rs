@@ -28,6 +28,19 @@ struct Inner {
     jwt: JwtConfig,
     db: Db,
     cache: Mutex<HashMap<String, (Principal, bool, Instant)>>,
+    /// Subjects whose role or activation changed on this replica (`None`: everyone's), so
+    /// long-lived connections re-check their caller at once instead of at the next cache expiry.
+    changed: tokio::sync::broadcast::Sender<Option<String>>,
+}
+
+/// A verified caller as a long-lived connection keeps it: who the token names (to look the
+/// user up again before each operation) and when the token expires.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub principal: Principal,
+    user: NewUser,
+    /// The token's `exp` (seconds since the epoch); `None` in development mode.
+    pub expires_at: Option<u64>,
 }
 
 impl Authenticator {
@@ -37,6 +50,7 @@ impl Authenticator {
                 jwt,
                 db,
                 cache: Mutex::default(),
+                changed: tokio::sync::broadcast::channel(64).0,
             }),
         }
     }
@@ -52,15 +66,40 @@ impl Authenticator {
 
     /// The caller of a request with this `Authorization` header value.
     pub async fn authenticate(&self, authorization: Option<&str>) -> AppResult<Principal> {
+        Ok(self.session(authorization).await?.principal)
+    }
+
+    /// The caller with what a long-lived connection needs to check it again later.
+    pub async fn session(&self, authorization: Option<&str>) -> AppResult<Session> {
+        let (user, expires_at) = self.verify(authorization)?;
+        let principal = self.principal_for(user.clone()).await?;
+        Ok(Session {
+            principal,
+            user,
+            expires_at,
+        })
+    }
+
+    /// The caller of `session` as it stands now: its current role, or `FORBIDDEN` once it is
+    /// deactivated (through the same short cache as a request's `authenticate`).
+    pub async fn current(&self, session: &Session) -> AppResult<Principal> {
+        self.principal_for(session.user.clone()).await
+    }
+
+    /// Notices of role and activation changes on this replica (see [`Authenticator::forget`]).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Option<String>> {
+        self.inner.changed.subscribe()
+    }
+
+    fn verify(&self, authorization: Option<&str>) -> AppResult<(NewUser, Option<u64>)> {
         if self.is_dev_mode() {
-            return self
-                .principal_for(NewUser {
-                    subject: DEV_SUBJECT.into(),
-                    email: None,
-                    display_name: Some("Development admin".into()),
-                    role: Role::Admin,
-                })
-                .await;
+            let dev = NewUser {
+                subject: DEV_SUBJECT.into(),
+                email: None,
+                display_name: Some("Development admin".into()),
+                role: Role::Admin,
+            };
+            return Ok((dev, None));
         }
         let header = authorization
             .ok_or_else(|| AppError::Unauthenticated("missing bearer token".into()))?;
@@ -78,6 +117,11 @@ impl Authenticator {
                 "invalid token: sub is longer than 255 characters".into(),
             ));
         }
+        if claims.sub.contains('\0') {
+            return Err(AppError::Unauthenticated(
+                "invalid token: sub contains a NUL character".into(),
+            ));
+        }
         let role = match claims.role.as_deref() {
             None => Role::User,
             Some(r) => Role::from_db(&r.to_ascii_lowercase()).ok_or_else(|| {
@@ -85,14 +129,16 @@ impl Authenticator {
             })?,
         };
         // Profile claims the table cannot hold are dropped rather than locking the user out.
-        let fits = |v: Option<String>, max: usize| v.filter(|s| s.chars().count() <= max);
-        self.principal_for(NewUser {
+        let fits = |v: Option<String>, max: usize| {
+            v.filter(|s| s.chars().count() <= max && !s.contains('\0'))
+        };
+        let user = NewUser {
             subject: claims.sub,
             email: fits(claims.email, 320),
             display_name: fits(claims.name, 200),
             role,
-        })
-        .await
+        };
+        Ok((user, Some(claims.exp)))
     }
 
     async fn principal_for(&self, user: NewUser) -> AppResult<Principal> {
@@ -153,12 +199,16 @@ impl Authenticator {
 
     /// Forgets cached principals, so role and activation changes apply to the next request.
     pub fn forget(&self, subject: Option<&str>) {
-        let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
-        match subject {
-            Some(s) => {
-                cache.remove(s);
+        {
+            let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+            match subject {
+                Some(s) => {
+                    cache.remove(s);
+                }
+                None => cache.clear(),
             }
-            None => cache.clear(),
         }
+        // Nobody listening is fine: no connection is open.
+        let _ = self.inner.changed.send(subject.map(str::to_owned));
     }
 }

@@ -8,14 +8,14 @@
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
-    NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Response, ServerError, ValidationResult, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use super::input;
 use crate::error::AppError;
 
 /// The limits of one deployment, from the environment (see [`Limits::from_env`]).
@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_root_fields: usize,
     pub introspection: bool,
     pub max_body_bytes: usize,
+    /// Tokens per document, counted by a flat lexer before parsing.
+    pub max_tokens: usize,
+    /// Field selections per document, as written and with fragments expanded.
+    pub max_fields: usize,
 }
 
 impl Default for Limits {
@@ -38,7 +42,13 @@ impl Default for Limits {
             max_aliases: 30,
             max_root_fields: 20,
             introspection: true,
-            max_body_bytes: 8 * 1024 * 1024,
+            // The largest legitimate request is a 5,000-page `recordPages` (about 1.5 MB of
+            // variables with 100-character URLs and titles).
+            max_body_bytes: 4 * 1024 * 1024,
+            // Real documents (GraphiQL's introspection query included) have a few hundred
+            // tokens and fields; a 900,000-field document took 7 s of CPU to parse and validate.
+            max_tokens: 15_000,
+            max_fields: 2_000,
         }
     }
 }
@@ -64,13 +74,17 @@ impl Limits {
             max_root_fields: env_num("GRAPHQL_MAX_ROOT_FIELDS", d.max_root_fields)?,
             introspection,
             max_body_bytes: env_num("GRAPHQL_MAX_BODY_BYTES", d.max_body_bytes)?,
+            max_tokens: env_num("GRAPHQL_MAX_TOKENS", d.max_tokens)?,
+            max_fields: env_num("GRAPHQL_MAX_FIELDS", d.max_fields)?,
         })
     }
 }
 
 /// Counts aliases and root fields, and refuses introspection when it is off. HTTP requests are
-/// checked by `graphql::execute`; WebSocket operations by the same checks run as an extension
-/// (an extension costs a hook on every field, which the HTTP path avoids).
+/// checked by `graphql::execute`, WebSocket operations by the socket loop (`http::ws`), both
+/// before async-graphql parses or validates anything; the extension on the WebSocket schema
+/// only gives library errors their codes (an extension costs a hook on every field, which the
+/// HTTP path avoids).
 #[derive(Debug, Clone)]
 pub struct Guard {
     pub max_aliases: usize,
@@ -78,6 +92,8 @@ pub struct Guard {
     /// When false, `__schema` and `__type` are refused with `FORBIDDEN` (async-graphql alone
     /// would answer them with a silent null).
     pub introspection: bool,
+    pub max_tokens: usize,
+    pub max_fields: usize,
 }
 
 impl Guard {
@@ -86,11 +102,33 @@ impl Guard {
             max_aliases: limits.max_aliases,
             max_root_fields: limits.max_root_fields,
             introspection: limits.introspection,
+            max_tokens: limits.max_tokens,
+            max_fields: limits.max_fields,
         }
     }
 
-    /// Checks every operation of a parsed document.
-    pub fn check(&self, doc: &ExecutableDocument) -> Result<(), ServerError> {
+    /// The check on the raw text, before it is parsed: nesting and tokens (see [`input::scan`]).
+    pub fn scan(&self, query: &str) -> Result<(), ServerError> {
+        input::scan(query, self.max_tokens).map_err(|e| e.to_server_error())
+    }
+
+    /// Checks a parsed document and its variables before validation: its shape (fields,
+    /// fragment spreads), the input values, and every operation's aliases, root fields and
+    /// introspection.
+    pub fn check(
+        &self,
+        doc: &ExecutableDocument,
+        variables: &Variables,
+    ) -> Result<(), ServerError> {
+        let shape = input::shape(doc).map_err(|e| e.to_server_error())?;
+        let fields = shape.written.max(shape.expanded);
+        if fields > self.max_fields {
+            return Err(too_complex(format!(
+                "the document selects {fields} fields (fragments expanded); at most {} are allowed",
+                self.max_fields
+            )));
+        }
+        input::check_values(doc, variables).map_err(|e| e.to_server_error())?;
         for (_, op) in doc.operations.iter() {
             let set = &op.node.selection_set.node;
             let aliases = count_aliases(doc, set);
@@ -122,11 +160,11 @@ impl Guard {
 
 impl ExtensionFactory for Guard {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardExt(self.clone()))
+        Arc::new(GuardExt)
     }
 }
 
-struct GuardExt(Guard);
+struct GuardExt;
 
 /// Counts over a selection set with fragments expanded. Each fragment is counted once and its
 /// total reused wherever it is spread, so a document that spreads fragments exponentially
@@ -234,18 +272,6 @@ impl Extension for GuardExt {
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
         next.run(ctx, stream).map(with_codes).boxed()
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        self.0.check(&doc)?;
-        Ok(doc)
     }
 
     async fn validation(

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod context;
 pub mod fast;
+pub mod input;
 pub mod json;
 pub mod limits;
 mod order;
@@ -118,15 +119,22 @@ pub async fn execute(
     request: async_graphql::Request,
 ) -> (json::Response, Arc<QueryStats>) {
     let mut request = request;
+    let refuse = |e: async_graphql::ServerError| {
+        (
+            json::Response(async_graphql::Response::from_errors(vec![e])),
+            Arc::default(),
+        )
+    };
+    // Nothing recursive may touch the text before it is scanned.
+    if let Err(refused) = schema.guard.scan(&request.query) {
+        return refuse(refused);
+    }
     // Parsed here (execute reuses it) and kept to restore the selection order afterwards.
     let doc = request.parsed_query().ok().cloned();
     if let Some(doc) = &doc
-        && let Err(refused) = schema.guard.check(doc)
+        && let Err(refused) = schema.guard.check(doc, &request.variables)
     {
-        return (
-            json::Response(async_graphql::Response::from_errors(vec![refused])),
-            Arc::default(),
-        );
+        return refuse(refused);
     }
     let operation_name = request.operation_name.clone();
     let db = db.scoped();

@@ -3,6 +3,7 @@
 
 mod graphiql;
 pub mod rate;
+pub mod serve;
 mod ws;
 
 use std::sync::Arc;
@@ -10,10 +11,9 @@ use std::time::Duration;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::WebSocketProtocols;
-use async_graphql_axum::GraphQLRequest;
 use axum::Router;
-use axum::extract::State;
-use axum::extract::WebSocketUpgrade;
+use axum::body::Body;
+use axum::extract::{RawQuery, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,6 +48,11 @@ pub struct HttpConfig {
     /// multiplies the memory held by half-built and unsent responses, so the default is two per
     /// core (one per core cut Q1's peak RSS from 126 to 90 MiB but also a sixth of its rate).
     pub max_concurrent: usize,
+    /// Connection timeouts (`HTTP_HEADER_TIMEOUT_SECS`, `HTTP_BODY_TIMEOUT_SECS`,
+    /// `HTTP_WRITE_TIMEOUT_SECS`, `SHUTDOWN_GRACE_SECS`).
+    pub timeouts: serve::Timeouts,
+    /// WebSocket limits.
+    pub ws: ws::WsLimits,
 }
 
 impl Default for HttpConfig {
@@ -58,6 +63,8 @@ impl Default for HttpConfig {
             rate_burst: 200,
             ws_keepalive: Duration::from_secs(15),
             max_concurrent: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+            timeouts: serve::Timeouts::default(),
+            ws: ws::WsLimits::default(),
         }
     }
 }
@@ -68,12 +75,37 @@ impl HttpConfig {
         let d = HttpConfig::default();
         let keepalive = env_num("WS_KEEPALIVE_SECS", d.ws_keepalive.as_secs())?;
         let concurrent = env_num("GRAPHQL_MAX_CONCURRENT", d.max_concurrent)?;
+        let secs = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+            Ok(Duration::from_secs(
+                env_num(name, default.as_secs())?.max(1),
+            ))
+        };
+        let t = d.timeouts;
+        let timeouts = serve::Timeouts {
+            header_read: secs("HTTP_HEADER_TIMEOUT_SECS", t.header_read)?,
+            body_read: secs("HTTP_BODY_TIMEOUT_SECS", t.body_read)?,
+            write_stall: secs("HTTP_WRITE_TIMEOUT_SECS", t.write_stall)?,
+            shutdown_grace: secs("SHUTDOWN_GRACE_SECS", t.shutdown_grace)?,
+        };
+        let w = d.ws;
+        let ws = ws::WsLimits {
+            max_operations: env_num("WS_MAX_OPERATIONS", w.max_operations)?.max(1),
+            max_connections_per_caller: env_num(
+                "WS_MAX_CONNECTIONS_PER_CALLER",
+                w.max_connections_per_caller,
+            )?
+            .max(1),
+            init_timeout: secs("WS_INIT_TIMEOUT_SECS", w.init_timeout)?,
+            recheck: w.recheck,
+        };
         Ok(HttpConfig {
             max_body_bytes: limits.max_body_bytes,
             rate_per_second: env_num("RATE_LIMIT_PER_SECOND", d.rate_per_second)?,
             rate_burst: env_num("RATE_LIMIT_BURST", d.rate_burst)?,
             ws_keepalive: Duration::from_secs(keepalive.max(1)),
             max_concurrent: concurrent.max(1),
+            timeouts,
+            ws,
         })
     }
 }
@@ -88,6 +120,8 @@ pub struct AppState {
     rate: Arc<rate::CallerLimiter>,
     /// Bounds how many GraphQL operations execute at once.
     limiter: Arc<Semaphore>,
+    /// Open WebSocket connections per caller.
+    ws_connections: Arc<ws::Connections>,
     config: HttpConfig,
 }
 
@@ -109,6 +143,7 @@ impl AppState {
                 config.rate_burst,
             )),
             limiter: Arc::new(Semaphore::new(config.max_concurrent)),
+            ws_connections: Arc::default(),
             config,
         }
     }
@@ -179,6 +214,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        // The GraphQL handler reads its body itself (after authentication, with a timeout and
+        // the same limit); this catches every other route.
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(
             TraceLayer::new_for_http()
@@ -208,20 +245,28 @@ fn wants_legacy_json(headers: &HeaderMap) -> bool {
 async fn graphql_get(
     State(state): State<AppState>,
     headers: HeaderMap,
-    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     if wants_html(&headers) {
         return graphiql::page().await.into_response();
     }
-    match request {
-        Ok(req) => run(state, headers, req.into_inner(), true).await,
-        Err(rej) => rej.into_response(),
-    }
+    let principal = match admit(&state, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                &AppError::bad_input(format!("invalid GraphQL GET request: {e}")),
+            );
+        }
+    };
+    run(state, headers, principal, request, true).await
 }
 
-/// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws). Each connection gets
-/// its own request context, so queries and mutations sent over the socket resolve like HTTP ones,
-/// and the replica's live-update hub, which subscriptions read from.
+/// GraphQL over WebSocket (graphql-transport-ws and the legacy graphql-ws): see [`ws`].
 async fn graphql_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -236,11 +281,14 @@ async fn graphql_ws(
     };
     // A token may come as a header on the upgrade or, as browsers must send it, in the
     // connection_init payload; the connection is authenticated when it is initialized.
-    let header_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let request_id = request_id(&headers);
+    let up = ws::Upgrade {
+        protocol,
+        header_token: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        request_id: request_id(&headers),
+    };
     // GraphQL messages are small: the 128 KiB default buffers cost 1000 idle subscribers over
     // 100 MiB, and a 64 MiB message limit invites abuse.
     upgrade
@@ -248,55 +296,8 @@ async fn graphql_ws(
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
         .max_message_size(1024 * 1024)
-        .on_upgrade(move |socket| {
-            let keepalive = state.config.ws_keepalive;
-            let schema = state.schema.clone();
-            let on_init = move |payload: serde_json::Value| async move {
-                let token = init_token(&payload).or(header_token);
-                let principal = state
-                    .auth
-                    .authenticate(token.as_deref())
-                    .await
-                    .map_err(|e| async_graphql::Error::new(e.message()))?;
-                // A connection counts as one request of its caller against the rate limit.
-                if let Err(wait) = state.rate.check(&principal.subject) {
-                    let e = AppError::RateLimited {
-                        retry_after_secs: wait.as_secs().max(1),
-                    };
-                    return Err(async_graphql::Error::new(e.message()));
-                }
-                let actor = Actor {
-                    principal,
-                    request_id: Some(request_id),
-                };
-                let mut data = async_graphql::Data::default();
-                data.insert(crate::graphql::context::RequestCtx::spawning(
-                    state.db.scoped(),
-                    actor,
-                ));
-                data.insert(state.live.clone());
-                data.insert(state.auth.clone());
-                Ok(data)
-            };
-            ws::serve(socket, schema, protocol, on_init, keepalive)
-        })
+        .on_upgrade(move |socket| ws::serve(socket, state, up))
         .into_response()
-}
-
-/// The bearer token of a `connection_init` payload: `{"Authorization": "Bearer …"}` (any
-/// case) or `{"token": "…"}`.
-fn init_token(payload: &serde_json::Value) -> Option<String> {
-    let obj = payload.as_object()?;
-    if let Some(v) = obj
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .and_then(|(_, v)| v.as_str())
-    {
-        return Some(v.to_owned());
-    }
-    obj.get("token")
-        .and_then(|v| v.as_str())
-        .map(|t| format!("Bearer {t}"))
 }
 
 /// The first GraphQL subprotocol the client offers.
@@ -309,37 +310,177 @@ fn ws_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
         .find_map(|p| p.trim().parse().ok())
 }
 
-async fn graphql_post(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: GraphQLRequest,
-) -> Response {
-    run(state, headers, req.into_inner(), false).await
+/// Whether a POST body may be read as a GraphQL request. JSON is what clients send; other
+/// media types are what a browser sends cross-site without asking (a form, `text/plain`), which
+/// in development mode would run mutations as the admin. Those need a header that only a
+/// preflighted request can carry (Apollo's CSRF-prevention convention).
+fn post_body_kind(headers: &HeaderMap) -> Option<BodyKind> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Some(BodyKind::Json);
+    }
+    if essence == "application/graphql" {
+        return Some(BodyKind::Document);
+    }
+    let preflighted = [
+        "apollo-require-preflight",
+        "x-apollo-operation-name",
+        "graphql-require-preflight",
+    ]
+    .iter()
+    .any(|h| headers.get(*h).is_some_and(|v| !v.is_empty()));
+    preflighted.then_some(BodyKind::Json)
+}
+
+#[derive(Clone, Copy)]
+enum BodyKind {
+    /// `{"query", "variables", "operationName", "extensions"}`
+    Json,
+    /// The document itself (`application/graphql`).
+    Document,
+}
+
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let Some(kind) = post_body_kind(&headers) else {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &AppError::bad_input(
+                "POST bodies must be application/json (other media types need an \
+                 apollo-require-preflight header)",
+            ),
+        );
+    };
+    // The caller is known before the body is read or parsed.
+    let principal = match admit(&state, &headers).await {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let limit = state.config.max_body_bytes;
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(state.config.timeouts.body_read, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &AppError::bad_input(format!("the request body exceeds {limit} bytes")),
+                )
+            } else {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    &AppError::bad_input("the request body could not be read"),
+                )
+            };
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                &AppError::bad_input(format!(
+                    "the request body did not arrive within {} s",
+                    state.config.timeouts.body_read.as_secs()
+                )),
+            );
+        }
+    };
+    let request = match kind {
+        BodyKind::Document => match std::str::from_utf8(&bytes) {
+            Ok(q) => async_graphql::Request::new(q),
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &AppError::bad_input("the document is not UTF-8"),
+                );
+            }
+        },
+        BodyKind::Json => match serde_json::from_slice::<async_graphql::BatchRequest>(&bytes) {
+            Ok(async_graphql::BatchRequest::Single(r)) => r,
+            Ok(async_graphql::BatchRequest::Batch(_)) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &AppError::bad_input("batched requests are not supported; send one at a time"),
+                );
+            }
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &AppError::bad_input(format!("the body is not a GraphQL request: {e}")),
+                );
+            }
+        },
+    };
+    run(state, headers, principal, request, false).await
+}
+
+/// The status of a response: 200 with data; without data, the cause decides. A database that
+/// is down or slow is 503 and a bug is 500, so load balancers and clients retry the right ones;
+/// the caller's own mistakes are 400 (or 200 for clients that asked for `application/json`,
+/// as GraphQL over HTTP says).
+fn status_of(response: &async_graphql::Response, legacy: bool) -> StatusCode {
+    if response.data != async_graphql::Value::Null || response.errors.is_empty() {
+        return StatusCode::OK;
+    }
+    let codes = response.errors.iter().filter_map(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .and_then(|c| match c {
+                async_graphql::Value::String(s) => Some(s.as_str()),
+                _ => None,
+            })
+    });
+    let mut status = if legacy {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    for code in codes {
+        match AppError::status_of_code(code) {
+            500 => return StatusCode::INTERNAL_SERVER_ERROR,
+            503 => status = StatusCode::SERVICE_UNAVAILABLE,
+            _ => {}
+        }
+    }
+    status
 }
 
 async fn run(
     state: AppState,
     headers: HeaderMap,
+    principal: Principal,
     request: async_graphql::Request,
     via_get: bool,
 ) -> Response {
     let legacy = wants_legacy_json(&headers);
     let mut request = request;
-    if via_get && !is_read_only(&mut request) {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            axum::Json(json!({ "errors": [{
-                "message": "only queries may be sent over GET; use POST for mutations",
-                "extensions": { "code": "BAD_USER_INPUT" }
-            }]})),
-        )
-            .into_response();
+    if via_get {
+        // The read-only check parses the document, which must be scanned first.
+        if let Err(e) = state.schema.guard.scan(&request.query) {
+            let body = json!({ "errors": [e] });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+        if !is_read_only(&mut request) {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "POST")],
+                axum::Json(json!({ "errors": [{
+                    "message": "only queries may be sent over GET; use POST for mutations",
+                    "extensions": { "code": "BAD_USER_INPUT" }
+                }]})),
+            )
+                .into_response();
+        }
     }
-    let principal = match admit(&state, &headers).await {
-        Ok(p) => p,
-        Err(refused) => return refused,
-    };
     let request_id = request_id(&headers);
     let actor = Actor {
         principal,
@@ -348,28 +489,22 @@ async fn run(
     let request = request.data(state.auth.clone());
     let permit = state.limiter.clone().acquire_owned().await;
     let (response, stats) = execute(&state.schema, &state.db, actor, request).await;
-    // GraphQL-over-HTTP: a request that never executed (no data) is a 4xx with the new media type.
-    let status =
-        if !legacy && response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
+    let status = status_of(&response, legacy);
     let body = response.to_chunks();
     drop(response);
+    // The permit bounds execution, not delivery: a client that reads slowly must not keep
+    // others from executing (the connection's write timeout deals with it).
+    drop(permit);
     let content_type = if legacy {
         "application/json"
     } else {
         "application/graphql-response+json"
     };
-    // The permit travels with the body: a finished response still holds its memory until the
-    // client has read it, and that must count against the bound too.
-    let body = PermitBody {
+    let body = ChunkBody {
         remaining: body.len as u64,
         chunks: body.chunks,
-        _permit: permit,
     };
-    let mut res = (status, axum::body::Body::new(body)).into_response();
+    let mut res = (status, Body::new(body)).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(SQL_STATEMENTS_HEADER, HeaderValue::from(stats.statements()));
@@ -379,15 +514,14 @@ async fn run(
     res
 }
 
-/// A response body that holds an execution permit until hyper has taken all of it. Its chunks
-/// share the pre-rendered fragments of the response (see `graphql::json::Chunks`).
-struct PermitBody {
+/// A response body of chunks that share the pre-rendered fragments of the response (see
+/// `graphql::json::Chunks`), with an exact length.
+struct ChunkBody {
     chunks: std::collections::VecDeque<axum::body::Bytes>,
     remaining: u64,
-    _permit: Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
 }
 
-impl http_body::Body for PermitBody {
+impl http_body::Body for ChunkBody {
     type Data = axum::body::Bytes;
     type Error = std::convert::Infallible;
 

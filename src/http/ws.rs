@@ -1,66 +1,475 @@
-//! GraphQL over WebSocket with server keep-alives.
+//! GraphQL over WebSocket: graphql-transport-ws and the legacy graphql-ws, run by this loop
+//! rather than async-graphql's, so that a socket gets what an HTTP request gets and no more.
 //!
-//! async-graphql speaks both protocols but never pings on its own, so idle subscriptions behind
-//! proxies get cut and clients cannot tell a quiet server from a dead one. This loop runs the
-//! protocol and sends a keep-alive at a fixed interval: `{"type":"ping"}` in
-//! graphql-transport-ws (clients answer with a pong), `{"type":"ka"}` in the legacy graphql-ws.
+//! - The socket must be initialized within `WS_INIT_TIMEOUT_SECS` (else `4408`), and each
+//!   caller may hold `WS_MAX_CONNECTIONS_PER_CALLER` sockets on this replica.
+//! - Every operation is authorized with the caller's current role and active flag (the
+//!   authenticator's short cache, as for HTTP), takes a token from the caller's rate limit, and
+//!   passes the same document checks as HTTP; queries and mutations share the replica's
+//!   execution permits (`GRAPHQL_MAX_CONCURRENT`). At most `WS_MAX_OPERATIONS` run at once.
+//! - Rights end when they end: the socket closes with `4403` when its token expires, and when
+//!   the caller is deactivated or its role changes (at once on this replica, within the cache's
+//!   lifetime on others).
+//! - Keep-alives at a fixed interval: `ping` in graphql-transport-ws, `ka` in graphql-ws.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_graphql::Data;
-use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::http::{ClientMessage, WebSocketProtocols};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt, future};
+use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
+use futures_util::{SinkExt, StreamExt, stream};
+use serde_json::json;
 
-use crate::graphql::AppSchema;
+use super::AppState;
+use crate::auth::authenticator::Session;
+use crate::auth::{Actor, Principal};
+use crate::error::AppError;
+use crate::graphql::context::RequestCtx;
 
-/// Serves one connection; `on_init` turns the `connection_init` payload into the connection's
-/// data (its caller), or refuses the connection.
-pub async fn serve<F, Fut>(
-    socket: WebSocket,
-    schema: AppSchema,
-    protocol: WebSocketProtocols,
-    on_init: F,
-    keepalive: Duration,
-) where
-    F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
-{
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|res| future::ready(res.is_ok()))
-        .filter_map(|msg| {
-            future::ready(match msg {
-                Ok(Message::Text(t)) => Some(t.as_bytes().to_vec()),
-                Ok(Message::Binary(b)) => Some(b.to_vec()),
-                _ => None,
-            })
-        });
-    let mut output = async_graphql::http::WebSocket::new(schema.ws, input, protocol)
-        .on_connection_init(on_init)
-        .boxed();
-    let ping = match protocol {
-        WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
-        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
-    };
-    let start = tokio::time::Instant::now() + keepalive;
-    let mut ticks = tokio::time::interval_at(start, keepalive);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let msg = tokio::select! {
-            msg = output.next() => match msg {
-                Some(WsMessage::Text(text)) => Message::Text(text.into()),
-                Some(WsMessage::Close(code, reason)) => Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                })),
-                None => break,
-            },
-            _ = ticks.tick() => Message::Text(ping.into()),
-        };
-        if sink.send(msg).await.is_err() {
-            break;
+/// Per-socket and per-caller WebSocket limits (see the README's "Limits and abuse").
+#[derive(Debug, Clone, Copy)]
+pub struct WsLimits {
+    /// Operations (mostly subscriptions) running at once on one socket.
+    pub max_operations: usize,
+    /// Sockets one caller may hold open on one replica.
+    pub max_connections_per_caller: usize,
+    /// Time from the upgrade to `connection_init`.
+    pub init_timeout: Duration,
+    /// How often an open socket checks its caller again (role, active flag).
+    pub recheck: Duration,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            max_operations: 100,
+            max_connections_per_caller: 256,
+            init_timeout: Duration::from_secs(10),
+            recheck: Duration::from_secs(5),
         }
     }
+}
+
+/// Open sockets per caller on this replica.
+#[derive(Default)]
+pub struct Connections(Mutex<HashMap<String, usize>>);
+
+/// One caller's place in [`Connections`], given back when the socket ends.
+struct Slot {
+    all: Arc<Connections>,
+    subject: String,
+}
+
+impl Connections {
+    fn enter(all: &Arc<Connections>, subject: &str, max: usize) -> Option<Slot> {
+        let mut map = all.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(subject.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            all: all.clone(),
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.all.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.subject) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.subject);
+            }
+        }
+    }
+}
+
+/// What the upgrade request told us.
+pub struct Upgrade {
+    pub protocol: WebSocketProtocols,
+    /// `Authorization` of the upgrade request, used when `connection_init` carries none.
+    pub header_token: Option<String>,
+    pub request_id: String,
+}
+
+/// The socket after `connection_init` was accepted.
+struct Ready {
+    session: Session,
+    _slot: Slot,
+}
+
+enum Out {
+    Data(String, Box<async_graphql::Response>),
+    Done(String),
+}
+
+/// Why the loop ends: a close frame to send (code, reason), or nothing.
+type Close = Option<(u16, String)>;
+
+pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
+    let (mut sink, mut input) = socket.split();
+    let mut conn = Connection {
+        state,
+        up,
+        ready: None,
+        ops: SelectAll::new(),
+        active: HashMap::new(),
+        outbox: Vec::new(),
+    };
+    let limits = conn.state.config.ws;
+    let keepalive = conn.state.config.ws_keepalive;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + limits.recheck, limits.recheck);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let init_deadline = tokio::time::sleep(limits.init_timeout);
+    tokio::pin!(init_deadline);
+    let mut changes = conn.state.auth.changes();
+    // Replaced by the token's expiry once the socket is initialized.
+    let expiry = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(expiry);
+    let mut expires = false;
+
+    let close: Close = loop {
+        let step: Result<(), Close> = tokio::select! {
+            msg = input.next() => match msg {
+                Some(Ok(Message::Text(t))) => conn.on_message(t.as_bytes()).await,
+                Some(Ok(Message::Binary(b))) => conn.on_message(&b).await,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                Some(Ok(Message::Close(_)) | Err(_)) | None => Err(None),
+            },
+            Some(out) = conn.ops.next(), if !conn.ops.is_empty() => {
+                conn.on_output(out);
+                Ok(())
+            }
+            () = &mut init_deadline, if conn.ready.is_none() => {
+                Err(Some((4408, "Connection initialisation timeout".into())))
+            }
+            () = &mut expiry, if expires => Err(Some((4403, "the token has expired".into()))),
+            _ = ticks.tick() => {
+                conn.outbox.push(match conn.up.protocol {
+                    WebSocketProtocols::GraphQLWS => json!({ "type": "ping" }),
+                    WebSocketProtocols::SubscriptionsTransportWS => json!({ "type": "ka" }),
+                }.to_string());
+                Ok(())
+            }
+            _ = recheck.tick(), if conn.ready.is_some() => conn.recheck().await,
+            changed = changes.recv(), if conn.ready.is_some() => {
+                let mine = match &changed {
+                    Ok(Some(subject)) => conn
+                        .ready
+                        .as_ref()
+                        .is_some_and(|r| r.session.principal.subject == *subject),
+                    // Everyone's changed, or notices were missed.
+                    Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+                };
+                if mine { conn.recheck().await } else { Ok(()) }
+            }
+        };
+        // Arm the expiry once, when initialization succeeded.
+        if !expires && let Some(at) = conn.ready.as_ref().and_then(|r| r.session.expires_at) {
+            expires = true;
+            expiry
+                .as_mut()
+                .reset(tokio::time::Instant::now() + until(at));
+        }
+        for text in conn.outbox.drain(..) {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        if let Err(close) = step {
+            break close;
+        }
+    };
+    for (_, handle) in conn.active.drain() {
+        handle.abort();
+    }
+    if let Some((code, reason)) = close {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
     let _ = sink.close().await;
+}
+
+/// Time left until `exp` (seconds since the epoch).
+fn until(exp: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(exp).saturating_sub(now)
+}
+
+struct Connection {
+    state: AppState,
+    up: Upgrade,
+    ready: Option<Ready>,
+    ops: SelectAll<BoxStream<'static, Out>>,
+    active: HashMap<String, AbortHandle>,
+    /// Messages to send after the current step, in order.
+    outbox: Vec<String>,
+}
+
+impl Connection {
+    fn legacy(&self) -> bool {
+        self.up.protocol == WebSocketProtocols::SubscriptionsTransportWS
+    }
+
+    async fn on_message(&mut self, raw: &[u8]) -> Result<(), Close> {
+        let msg = match serde_json::from_slice::<ClientMessage>(raw) {
+            Ok(m) => m,
+            Err(e) => return Err(Some((4400, format!("Invalid message received: {e}")))),
+        };
+        match msg {
+            ClientMessage::ConnectionInit { payload } => self.init(payload).await,
+            ClientMessage::Start { id, payload } => self.start(id, payload).await,
+            ClientMessage::Stop { id } => {
+                if let Some(handle) = self.active.remove(&id) {
+                    handle.abort();
+                    self.outbox
+                        .push(json!({ "type": "complete", "id": id }).to_string());
+                }
+                Ok(())
+            }
+            ClientMessage::ConnectionTerminate => Err(None),
+            ClientMessage::Ping { .. } => {
+                self.outbox.push(json!({ "type": "pong" }).to_string());
+                Ok(())
+            }
+            ClientMessage::Pong { .. } => Ok(()),
+        }
+    }
+
+    /// Refuses the connection: graphql-transport-ws closes with `code`; the legacy protocol
+    /// sends `connection_error` first, as its clients expect.
+    fn refuse(&mut self, code: u16, message: String) -> Result<(), Close> {
+        if self.legacy() {
+            self.outbox.push(
+                json!({ "type": "connection_error", "payload": { "message": message } })
+                    .to_string(),
+            );
+        }
+        Err(Some((code, message)))
+    }
+
+    async fn init(&mut self, payload: Option<serde_json::Value>) -> Result<(), Close> {
+        if self.ready.is_some() {
+            return self.refuse(4429, "Too many initialisation requests".into());
+        }
+        let token = payload
+            .as_ref()
+            .and_then(init_token)
+            .or_else(|| self.up.header_token.clone());
+        let auth = self.state.auth.clone();
+        let session = match auth.session(token.as_deref()).await {
+            Ok(s) => s,
+            Err(e @ AppError::Unauthenticated(_)) => return self.refuse(4401, e.message()),
+            Err(e @ AppError::Forbidden(_)) => return self.refuse(4403, e.message()),
+            Err(e) => return self.refuse(1011, e.message()),
+        };
+        // A connection counts as one request of its caller against the rate limit.
+        let subject = session.principal.subject.clone();
+        if let Err(wait) = self.state.rate.check(&subject) {
+            let e = AppError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            };
+            return self.refuse(4429, e.message());
+        }
+        let max = self.state.config.ws.max_connections_per_caller;
+        let Some(slot) = Connections::enter(&self.state.ws_connections, &subject, max) else {
+            return self.refuse(
+                4429,
+                format!("too many open WebSocket connections for this caller (at most {max})"),
+            );
+        };
+        self.ready = Some(Ready {
+            session,
+            _slot: slot,
+        });
+        self.outbox
+            .push(json!({ "type": "connection_ack" }).to_string());
+        Ok(())
+    }
+
+    /// The caller as it stands now; closes the socket when it was deactivated or its role
+    /// changed since the socket opened (its subscriptions were authorized with the old role).
+    async fn current(&mut self) -> Result<Option<Principal>, Close> {
+        let Some(ready) = &self.ready else {
+            return Ok(None);
+        };
+        match self.state.auth.current(&ready.session).await {
+            Ok(p) if p.role == ready.session.principal.role => Ok(Some(p)),
+            Ok(_) => Err(Some((
+                4403,
+                "the caller's role changed; reconnect to continue".into(),
+            ))),
+            Err(e @ AppError::Forbidden(_)) => Err(Some((4403, e.message()))),
+            // The database being unreachable is no reason to drop a caller.
+            Err(_) => Ok(Some(ready.session.principal.clone())),
+        }
+    }
+
+    async fn recheck(&mut self) -> Result<(), Close> {
+        self.current().await.map(|_| ())
+    }
+
+    /// Answers one operation with a refusal: its errors, then `complete`.
+    fn refuse_op(&mut self, id: &str, err: &AppError) {
+        let resp = async_graphql::Response::from_errors(vec![err.to_server_error()]);
+        self.on_output(Out::Data(id.to_owned(), Box::new(resp)));
+        self.on_output(Out::Done(id.to_owned()));
+    }
+
+    async fn start(&mut self, id: String, request: async_graphql::Request) -> Result<(), Close> {
+        if self.ready.is_none() {
+            return if self.legacy() {
+                Err(Some((1011, "The handshake is not completed.".into())))
+            } else {
+                Err(Some((4401, "Unauthorized".into())))
+            };
+        }
+        if self.active.contains_key(&id) {
+            return Err(Some((4409, format!("Subscriber for {id} already exists"))));
+        }
+        let Some(principal) = self.current().await? else {
+            return Ok(());
+        };
+        if let Err(wait) = self.state.rate.check(&principal.subject) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            self.refuse_op(
+                &id,
+                &AppError::RateLimited {
+                    retry_after_secs: secs.max(1),
+                },
+            );
+            return Ok(());
+        }
+        let max = self.state.config.ws.max_operations;
+        if self.active.len() >= max {
+            self.refuse_op(
+                &id,
+                &AppError::TooMany(format!(
+                    "too many operations on this connection (at most {max} at once)"
+                )),
+            );
+            return Ok(());
+        }
+        let mut request = request;
+        let guard = &self.state.schema.guard;
+        if let Err(e) = guard.scan(&request.query) {
+            self.on_output(Out::Data(
+                id.clone(),
+                Box::new(async_graphql::Response::from_errors(vec![e])),
+            ));
+            self.on_output(Out::Done(id));
+            return Ok(());
+        }
+        let mut subscription = false;
+        let variables = std::mem::take(&mut request.variables);
+        let operation_name = request.operation_name.take();
+        let mut refused = None;
+        if let Ok(doc) = request.parsed_query() {
+            match guard.check(doc, &variables) {
+                Ok(()) => subscription = is_subscription(doc, operation_name.as_deref()),
+                Err(e) => refused = Some(e),
+            }
+        }
+        request.variables = variables;
+        request.operation_name = operation_name;
+        if let Some(e) = refused {
+            self.on_output(Out::Data(
+                id.clone(),
+                Box::new(async_graphql::Response::from_errors(vec![e])),
+            ));
+            self.on_output(Out::Done(id));
+            return Ok(());
+        }
+        let actor = Actor {
+            principal,
+            request_id: Some(self.up.request_id.clone()),
+        };
+        let request = request
+            .data(RequestCtx::spawning(self.state.db.scoped(), actor))
+            .data(self.state.live.clone())
+            .data(self.state.auth.clone());
+        let schema = self.state.schema.ws.clone();
+        let responses: BoxStream<'static, async_graphql::Response> = if subscription {
+            schema.execute_stream(request).boxed()
+        } else {
+            // Queries and mutations count against the replica's execution permits, as on HTTP.
+            let limiter = self.state.limiter.clone();
+            stream::once(async move {
+                let _permit = limiter.acquire_owned().await;
+                schema.execute(request).await
+            })
+            .boxed()
+        };
+        let (data_id, done_id) = (id.clone(), id.clone());
+        let (ops, handle) = stream::abortable(
+            responses
+                .map(move |r| Out::Data(data_id.clone(), Box::new(r)))
+                .chain(stream::once(async move { Out::Done(done_id) })),
+        );
+        self.active.insert(id, handle);
+        self.ops.push(ops.boxed());
+        Ok(())
+    }
+
+    fn on_output(&mut self, out: Out) {
+        let text = match out {
+            Out::Data(id, payload) => {
+                let ty = if self.legacy() { "data" } else { "next" };
+                json!({ "type": ty, "id": id, "payload": payload }).to_string()
+            }
+            Out::Done(id) => {
+                self.active.remove(&id);
+                json!({ "type": "complete", "id": id }).to_string()
+            }
+        };
+        self.outbox.push(text);
+    }
+}
+
+/// Whether the operation the request names is a subscription.
+fn is_subscription(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+) -> bool {
+    let ty = match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.ty)
+        }
+        _ => None,
+    };
+    ty == Some(OperationType::Subscription)
+}
+
+/// The bearer token of a `connection_init` payload: `{"Authorization": "Bearer …"}` (any
+/// case) or `{"token": "…"}`.
+fn init_token(payload: &serde_json::Value) -> Option<String> {
+    let obj = payload.as_object()?;
+    if let Some(v) = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, v)| v.as_str())
+    {
+        return Some(v.to_owned());
+    }
+    obj.get("token")
+        .and_then(|v| v.as_str())
+        .map(|t| format!("Bearer {t}"))
 }

@@ -13,7 +13,7 @@ use crate::db::sql::{Bind, Sql};
 use crate::error::{AppError, AppResult};
 use crate::graphql::connection::Window;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct NewUser {
     pub subject: String,
     pub email: Option<String>,

@@ -319,12 +319,18 @@ impl TestDb {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let auth = Authenticator::new(jwt, self.db.scoped());
+        let timeouts = http.timeouts;
         let app = router(AppState::new(schema, self.db.clone(), live, auth, http));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(bughive_gateway::http::serve::serve(
+            listener,
+            app,
+            timeouts,
+            std::future::pending(),
+        ));
         addr
     }
 

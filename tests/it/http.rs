@@ -185,7 +185,12 @@ async fn health_and_readiness() {
         .await
         .expect("bind");
     let down = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(bughive_gateway::http::serve::serve(
+        listener,
+        app,
+        Default::default(),
+        std::future::pending(),
+    ));
     let r = http
         .get(format!("http://{down}/ready"))
         .send()

@@ -52,6 +52,7 @@ async fn limits_are_configurable() {
         max_root_fields: 2,
         introspection: false,
         max_body_bytes: 2048,
+        ..Limits::default()
     };
     let http = HttpConfig {
         max_body_bytes: limits.max_body_bytes,

@@ -435,6 +435,7 @@ async fn start_gateway(opts: &Opts, url: &str) -> anyhow::Result<(Gateway, Strin
         .env("RUST_LOG", "warn")
         // One caller (the development admin) drives all the load.
         .env("RATE_LIMIT_PER_SECOND", "0")
+        .env("WS_MAX_CONNECTIONS_PER_CALLER", "100000")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", opts.gateway.display()))?;
