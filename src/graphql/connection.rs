@@ -41,8 +41,14 @@ impl Cursor {
         let raw = std::str::from_utf8(&raw).map_err(|_| bad())?;
         let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
         let micros: i64 = micros.parse().map_err(|_| bad())?;
+        let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+        // chrono reaches far past what PostgreSQL's timestamptz holds (4713 BC to 294276 AD);
+        // a position no stored row can have is the client's mistake, not a database error.
+        if !(1..=9999).contains(&chrono::Datelike::year(&created_at)) {
+            return Err(bad());
+        }
         Ok(Cursor {
-            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            created_at,
             id: id.parse().map_err(|_| bad())?,
         })
     }

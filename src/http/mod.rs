@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -207,16 +206,14 @@ fn request_id(headers: &HeaderMap) -> String {
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.max_body_bytes;
+    // Only the GraphQL POST handler reads a body: it does so itself, after authentication, with
+    // the body limit and a timeout.
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        // The GraphQL handler reads its body itself (after authentication, with a timeout and
-        // the same limit); this catches every other route.
-        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -365,17 +362,27 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Err(refused) => return refused,
     };
     let limit = state.config.max_body_bytes;
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &AppError::bad_input(format!("the request body exceeds {limit} bytes")),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
     let read = axum::body::to_bytes(body, limit);
     let bytes = match tokio::time::timeout(state.config.timeouts.body_read, read).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
+            let over = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &AppError::bad_input(format!("the request body exceeds {limit} bytes")),
-                )
+            return if over {
+                too_large()
             } else {
                 refuse(
                     StatusCode::BAD_REQUEST,

@@ -13,8 +13,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -24,7 +24,7 @@ use tokio::time::Sleep;
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// A request's headers must arrive within this time, counted from the connection's start or
-    /// the previous response; an idle keep-alive connection is closed after it too.
+    /// the previous response, so an idle keep-alive connection is closed after it too.
     pub header_read: Duration,
     /// A request body must arrive within this time once its headers have (checked by the
     /// GraphQL handler, which reads the body).
@@ -55,12 +55,15 @@ pub async fn serve(
     timeouts: Timeouts,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    // HTTP/1 only, and hyper's own builder: hyper-util's auto builder first waits for enough
+    // bytes to tell HTTP/2 from HTTP/1, with no timeout, so a silent client would be held.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection holds a sender; when all are gone, every connection has ended.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -78,19 +81,30 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(WriteStall::new(stream, timeouts.write_stall));
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _alive = alive;
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.changed() => {
+                    // Finish the request in flight, if any, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = alive_rx.recv() => {}
         () = tokio::time::sleep(timeouts.shutdown_grace) => {
             tracing::warn!(
                 "requests still in flight after {:?}; shutting down without them",

@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod embedded;
 mod errors;
+mod hardening;
 mod http;
 mod jobs;
 mod limits;
