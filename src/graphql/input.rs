@@ -113,6 +113,13 @@ pub struct Shape {
     pub written: usize,
     /// Fields of the operations with every spread expanded (validation and execution cost).
     pub expanded: usize,
+    /// Deepest chain of data fields, counted as async-graphql counts depth (`__typename` is
+    /// not a level), leaving out what lies under `__schema` and `__type`.
+    pub depth: usize,
+    /// Deepest chain under `__schema` or `__type`, which have a limit of their own: the
+    /// standard introspection query nests 15 levels (`ofType` nine times), more than any data
+    /// query may, yet every level of it is cheap.
+    pub introspection_depth: usize,
 }
 
 pub fn shape(doc: &ExecutableDocument) -> Result<Shape, AppError> {
@@ -120,58 +127,99 @@ pub fn shape(doc: &ExecutableDocument) -> Result<Shape, AppError> {
         doc,
         memo: Default::default(),
         visiting: Default::default(),
+        introspection_depth: 0,
     };
-    let mut expanded = 0usize;
+    let mut all = Size::default();
     for (_, op) in doc.operations.iter() {
-        expanded = expanded.saturating_add(walk.set(&op.node.selection_set.node, 1)?);
+        all = all.and(walk.set(&op.node.selection_set.node, 1)?);
     }
     Ok(Shape {
         written: count_fields(doc),
-        expanded,
+        expanded: all.fields,
+        depth: all.data_depth,
+        introspection_depth: walk.introspection_depth,
     })
+}
+
+/// What a selection set expands to.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    fields: usize,
+    /// Depth of every field.
+    depth: usize,
+    /// Depth of the fields outside introspection.
+    data_depth: usize,
+}
+
+impl Size {
+    /// Siblings: fields add up, depths take the deeper.
+    fn and(self, other: Size) -> Size {
+        Size {
+            fields: self.fields.saturating_add(other.fields),
+            depth: self.depth.max(other.depth),
+            data_depth: self.data_depth.max(other.data_depth),
+        }
+    }
 }
 
 struct Expand<'a> {
     doc: &'a ExecutableDocument,
-    memo: std::collections::HashMap<&'a str, usize>,
+    memo: std::collections::HashMap<&'a str, Size>,
     visiting: std::collections::HashSet<&'a str>,
+    introspection_depth: usize,
 }
 
 impl<'a> Expand<'a> {
-    fn set(&mut self, set: &'a SelectionSet, level: usize) -> Result<usize, AppError> {
+    fn set(&mut self, set: &'a SelectionSet, level: usize) -> Result<Size, AppError> {
         if level > MAX_NESTING {
             return Err(AppError::bad_input(format!(
                 "selections and fragment spreads nest deeper than {MAX_NESTING} levels"
             )));
         }
-        let mut total = 0usize;
+        let mut total = Size::default();
         for sel in &set.items {
-            let n = match &sel.node {
-                Selection::Field(f) => 1 + self.set(&f.node.selection_set.node, level + 1)?,
+            let size = match &sel.node {
+                Selection::Field(f) => {
+                    let name = f.node.name.node.as_str();
+                    let inner = self.set(&f.node.selection_set.node, level + 1)?;
+                    let own = usize::from(name != "__typename");
+                    let depth = own + inner.depth;
+                    let data_depth = if name == "__schema" || name == "__type" {
+                        self.introspection_depth = self.introspection_depth.max(depth);
+                        0
+                    } else {
+                        own + inner.data_depth
+                    };
+                    Size {
+                        fields: inner.fields.saturating_add(1),
+                        depth,
+                        data_depth,
+                    }
+                }
                 Selection::InlineFragment(fr) => {
                     self.set(&fr.node.selection_set.node, level + 1)?
                 }
                 Selection::FragmentSpread(sp) => {
                     let name = sp.node.fragment_name.node.as_str();
-                    if let Some(n) = self.memo.get(name) {
-                        *n
+                    if let Some(size) = self.memo.get(name) {
+                        *size
                     } else if !self.visiting.insert(name) {
                         return Err(AppError::bad_input(format!(
                             "fragment {name} spreads itself"
                         )));
                     } else {
                         // Unknown fragments are left to validation, which names them.
-                        let n = match self.doc.fragments.get(&sp.node.fragment_name.node) {
+                        let size = match self.doc.fragments.get(&sp.node.fragment_name.node) {
                             Some(fr) => self.set(&fr.node.selection_set.node, level + 1)?,
-                            None => 0,
+                            None => Size::default(),
                         };
                         self.visiting.remove(name);
-                        self.memo.insert(name, n);
-                        n
+                        self.memo.insert(name, size);
+                        size
                     }
                 }
             };
-            total = total.saturating_add(n);
+            total = total.and(size);
         }
         Ok(total)
     }
@@ -470,6 +518,21 @@ mod tests {
         scan(&chain, usize::MAX).expect("flat text");
         let err = shape(&doc(&chain)).expect_err("too deep");
         assert_eq!(err.code(), "BAD_USER_INPUT");
+    }
+
+    #[test]
+    fn depth_leaves_out_introspection_and_typename() {
+        let d = doc("{ a { b { __typename } } ...F } fragment F on Q { c { d { e { f } } } }");
+        let s = shape(&d).expect("shape");
+        assert_eq!((s.depth, s.introspection_depth), (4, 0));
+        let q = include_str!("../../tests/fixtures/introspection-query.graphql");
+        let s = shape(&doc(q)).expect("shape");
+        assert_eq!((s.depth, s.introspection_depth), (0, 15));
+        let s = shape(&doc(
+            "{ me { id } __type(name: \"Bug\") { fields { type { ofType { name } } } } }",
+        ))
+        .expect("shape");
+        assert_eq!((s.depth, s.introspection_depth), (2, 5));
     }
 
     #[test]

@@ -94,11 +94,18 @@ pub struct Guard {
     pub introspection: bool,
     pub max_tokens: usize,
     pub max_fields: usize,
+    pub max_depth: usize,
 }
+
+/// Deepest chain of fields under `__schema` or `__type` (the standard introspection query needs
+/// 15), and how many of those a document may select at its root.
+pub const MAX_INTROSPECTION_DEPTH: usize = 20;
+pub const MAX_INTROSPECTION_FIELDS: usize = 5;
 
 impl Guard {
     pub fn new(limits: &Limits) -> Self {
         Guard {
+            max_depth: limits.max_depth,
             max_aliases: limits.max_aliases,
             max_root_fields: limits.max_root_fields,
             introspection: limits.introspection,
@@ -128,6 +135,18 @@ impl Guard {
                 self.max_fields
             )));
         }
+        if shape.depth > self.max_depth {
+            return Err(too_complex(format!(
+                "the document nests fields {} levels deep; at most {} are allowed",
+                shape.depth, self.max_depth
+            )));
+        }
+        if shape.introspection_depth > MAX_INTROSPECTION_DEPTH {
+            return Err(too_complex(format!(
+                "introspection nests {} levels deep; at most {MAX_INTROSPECTION_DEPTH} are allowed",
+                shape.introspection_depth
+            )));
+        }
         input::check_values(doc, variables).map_err(|e| e.to_server_error())?;
         for (_, op) in doc.operations.iter() {
             let set = &op.node.selection_set.node;
@@ -145,9 +164,15 @@ impl Guard {
                     self.max_root_fields
                 )));
             }
-            if !self.introspection
-                && count_root_fields(doc, set, &|name| name == "__schema" || name == "__type") > 0
-            {
+            let introspection =
+                count_root_fields(doc, set, &|name| name == "__schema" || name == "__type");
+            if introspection > MAX_INTROSPECTION_FIELDS {
+                return Err(too_complex(format!(
+                    "the operation selects {introspection} introspection fields; at most \
+                     {MAX_INTROSPECTION_FIELDS} are allowed"
+                )));
+            }
+            if !self.introspection && introspection > 0 {
                 return Err(
                     AppError::Forbidden("introspection is disabled on this server".into())
                         .to_server_error(),

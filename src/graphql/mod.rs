@@ -84,7 +84,8 @@ pub fn build_schema_with(limits: &Limits) -> AppSchema {
             Mutation::default(),
             Subscription::default(),
         )
-        .limit_depth(limits.max_depth)
+        // Depth is the guard's (`Guard::check`), which leaves introspection to its own limits;
+        // async-graphql's would refuse the standard introspection query.
         .limit_complexity(limits.max_complexity);
         if guarded {
             builder = builder.extension(guard.clone());

@@ -206,3 +206,56 @@ async fn fragment_bombs_are_answered_quickly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_introspection_query_passes_the_default_limits() {
+    let t = TestDb::new().await;
+    let addr = t.serve_with(Default::default(), unlimited()).await;
+    // graphql-js 16's getIntrospectionQuery() with every option on, as GraphiQL, codegen and
+    // Relay send it.
+    let q = include_str!("../fixtures/introspection-query.graphql");
+    let (status, v) = post(addr, None, q, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.get("errors").is_none(), "{v}");
+    assert_eq!(v["data"]["__schema"]["queryType"]["name"], "Query");
+    // Introspection has its own bounds.
+    let deep_type = format!(
+        "{{ __type(name: \"Bug\") {{ {} name {} }} }}",
+        "ofType { ".repeat(25),
+        "}".repeat(25)
+    );
+    let (_, v) = post(addr, None, &deep_type, json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let many: String = (0..6)
+        .map(|i| format!("t{i}: __type(name: \"Bug\") {{ name }} "))
+        .collect();
+    let (_, v) = post(addr, None, &format!("{{ {many} }}"), json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+}
+
+/// Depth on its own: a query that is cheap (complexity limit far away) but one level too deep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_is_limited_by_the_depth_rule_itself() {
+    let t = TestDb::new().await;
+    let limits = Limits {
+        max_depth: 4,
+        max_complexity: usize::MAX,
+        ..Limits::default()
+    };
+    let addr = t
+        .serve_schema(build_schema_with(&limits), Default::default(), unlimited())
+        .await;
+    let ok = "{ sessions(first: 1) { nodes { pages(first: 1) { totalCount } } } }";
+    let (status, v) = post(addr, None, ok, json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let deep = "{ sessions(first: 1) { nodes { pages(first: 1) { nodes { id } } } } }";
+    let (_, v) = post(addr, None, deep, json!({})).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("5 levels deep"),
+        "{v}"
+    );
+}
