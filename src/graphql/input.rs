@@ -256,12 +256,12 @@ pub fn count_fields(doc: &ExecutableDocument) -> usize {
 /// `extensions.field` names the variable or argument and the path inside it.
 pub fn check_values(doc: &ExecutableDocument, variables: &Variables) -> Result<(), AppError> {
     for (name, value) in variables.iter() {
-        check_const(value, &mut name.to_string(), 1)?;
+        check(value, &mut name.to_string(), 1)?;
     }
     for (_, op) in doc.operations.iter() {
         for var in &op.node.variable_definitions {
             if let Some(default) = &var.node.default_value {
-                check_const(&default.node, &mut var.node.name.node.to_string(), 1)?;
+                check(&default.node, &mut var.node.name.node.to_string(), 1)?;
             }
         }
         check_directives(&op.node.directives)?;
@@ -303,7 +303,7 @@ fn check_directives(ds: &[Positioned<Directive>]) -> Result<(), AppError> {
 
 fn check_args(args: &[(Positioned<Name>, Positioned<Value>)]) -> Result<(), AppError> {
     for (name, value) in args {
-        check_value(&value.node, &mut name.node.to_string(), 1)?;
+        check(&value.node, &mut name.node.to_string(), 1)?;
     }
     Ok(())
 }
@@ -319,71 +319,70 @@ fn has_nul(path: &str) -> AppError {
     AppError::bad_field(path, "text must not contain NUL (\\u0000) characters")
 }
 
-/// Checks one key and descends into its value, keeping `path` as it goes.
-fn enter<T>(
-    path: &mut String,
-    key: &str,
-    v: &T,
-    depth: usize,
-    check: fn(&T, &mut String, usize) -> Result<(), AppError>,
-) -> Result<(), AppError> {
-    let len = path.len();
-    path.push('.');
-    path.push_str(key);
-    if key.contains('\0') {
-        return Err(has_nul(path));
+/// What the check needs of a value: variables are `ConstValue`s, literals `Value`s (which may
+/// also be variables, checked where they are defined).
+enum Node<'a, V> {
+    Text(&'a str),
+    List(&'a [V]),
+    Object(&'a async_graphql_value::indexmap::IndexMap<Name, V>),
+    Other,
+}
+
+trait InputNode: Sized {
+    fn node(&self) -> Node<'_, Self>;
+}
+
+impl InputNode for ConstValue {
+    fn node(&self) -> Node<'_, Self> {
+        match self {
+            ConstValue::String(s) => Node::Text(s),
+            ConstValue::List(items) => Node::List(items),
+            ConstValue::Object(map) => Node::Object(map),
+            _ => Node::Other,
+        }
     }
-    check(v, path, depth + 1)?;
-    path.truncate(len);
-    Ok(())
 }
 
-fn index<T>(
-    path: &mut String,
-    i: usize,
-    v: &T,
-    depth: usize,
-    check: fn(&T, &mut String, usize) -> Result<(), AppError>,
-) -> Result<(), AppError> {
-    let len = path.len();
-    path.push_str(&format!("[{i}]"));
-    check(v, path, depth + 1)?;
-    path.truncate(len);
-    Ok(())
+impl InputNode for Value {
+    fn node(&self) -> Node<'_, Self> {
+        match self {
+            Value::String(s) => Node::Text(s),
+            Value::List(items) => Node::List(items),
+            Value::Object(map) => Node::Object(map),
+            _ => Node::Other,
+        }
+    }
 }
 
-fn check_const(v: &ConstValue, path: &mut String, depth: usize) -> Result<(), AppError> {
+/// Checks one value and what it holds, keeping `path` (`pages[3].url`) as it descends.
+fn check<V: InputNode>(v: &V, path: &mut String, depth: usize) -> Result<(), AppError> {
     if depth > MAX_INPUT_DEPTH {
         return Err(too_deep(path));
     }
-    match v {
-        ConstValue::String(s) if s.contains('\0') => Err(has_nul(path)),
-        ConstValue::List(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| index(path, i, item, depth, check_const)),
-        ConstValue::Object(map) => map
-            .iter()
-            .try_for_each(|(k, item)| enter(path, k.as_str(), item, depth, check_const)),
-        _ => Ok(()),
+    let len = path.len();
+    match v.node() {
+        Node::Text(s) if s.contains('\0') => return Err(has_nul(path)),
+        Node::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push_str(&format!("[{i}]"));
+                check(item, path, depth + 1)?;
+                path.truncate(len);
+            }
+        }
+        Node::Object(map) => {
+            for (key, item) in map {
+                path.push('.');
+                path.push_str(key);
+                if key.contains('\0') {
+                    return Err(has_nul(path));
+                }
+                check(item, path, depth + 1)?;
+                path.truncate(len);
+            }
+        }
+        Node::Text(_) | Node::Other => {}
     }
-}
-
-fn check_value(v: &Value, path: &mut String, depth: usize) -> Result<(), AppError> {
-    if depth > MAX_INPUT_DEPTH {
-        return Err(too_deep(path));
-    }
-    match v {
-        Value::String(s) if s.contains('\0') => Err(has_nul(path)),
-        Value::List(items) => items
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, item)| index(path, i, item, depth, check_value)),
-        Value::Object(map) => map
-            .iter()
-            .try_for_each(|(k, item)| enter(path, k.as_str(), item, depth, check_value)),
-        _ => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -69,6 +69,18 @@ async fn ws_closed(ws: &mut Ws, within: Duration) -> (u16, String) {
     }
 }
 
+/// Subscribes to a session's progress over graphql-transport-ws as operation `id`.
+async fn watch(ws: &mut Ws, id: &str, session: &str) {
+    ws_subscribe(
+        ws,
+        "graphql-transport-ws",
+        id,
+        SESSION_SUB,
+        json!({ "id": session }),
+    )
+    .await;
+}
+
 async fn new_session(t: &TestDb) -> String {
     let v = t
         .ok(
@@ -478,28 +490,14 @@ async fn websocket_callers_are_bounded() {
     // Operations per socket.
     let mut ws = ws_connect(addr, "graphql-transport-ws").await;
     for id in ["1", "2", "3"] {
-        ws_subscribe(
-            &mut ws,
-            "graphql-transport-ws",
-            id,
-            SESSION_SUB,
-            json!({ "id": sid }),
-        )
-        .await;
+        watch(&mut ws, id, &sid).await;
         let v = ws_next(&mut ws).await;
         assert_eq!(
             v["payload"]["data"]["sessionProgress"]["kind"], "snapshot",
             "{v}"
         );
     }
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "4",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
+    watch(&mut ws, "4", &sid).await;
     let v = ws_next(&mut ws).await;
     assert_eq!(
         (v["id"].as_str(), code(&v["payload"])),
@@ -513,14 +511,7 @@ async fn websocket_callers_are_bounded() {
     ))
     .await
     .expect("complete");
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "5",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
+    watch(&mut ws, "5", &sid).await;
     loop {
         let v = ws_next(&mut ws).await;
         if v["id"] == "5" {
@@ -532,14 +523,7 @@ async fn websocket_callers_are_bounded() {
         }
     }
     // A reused id closes the socket, as the protocol says.
-    ws_subscribe(
-        &mut ws,
-        "graphql-transport-ws",
-        "5",
-        SESSION_SUB,
-        json!({ "id": sid }),
-    )
-    .await;
+    watch(&mut ws, "5", &sid).await;
     assert_eq!(ws_closed(&mut ws, Duration::from_secs(5)).await.0, 4409);
 
     // Sockets per caller (the dev admin here).
