@@ -197,6 +197,22 @@ impl Authenticator {
         .await
     }
 
+    /// Forgets the cached principal of user `id` (a change heard from any replica).
+    pub fn forget_user(&self, id: uuid::Uuid) {
+        let subject = {
+            let cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .iter()
+                .find(|(_, (p, _, _))| p.user_id == id)
+                .map(|(s, _)| s.clone())
+        };
+        // Callers are cached (stale entries included) from their first request until forgotten,
+        // so a caller with an open socket here is found; one that is not has nothing to drop.
+        if let Some(s) = subject {
+            self.forget(Some(&s));
+        }
+    }
+
     /// Forgets cached principals, so role and activation changes apply to the next request.
     pub fn forget(&self, subject: Option<&str>) {
         {

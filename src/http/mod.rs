@@ -132,6 +132,20 @@ impl AppState {
         auth: Authenticator,
         config: HttpConfig,
     ) -> Self {
+        // Role and activation changes committed on any replica reach this one's caller cache and
+        // WebSockets. The task ends with the hub (its sender is dropped).
+        let mut changes = live.user_changes();
+        let forget = auth.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match changes.recv().await {
+                    Ok(user) => forget.forget_user(user),
+                    Err(RecvError::Lagged(_)) => forget.forget(None),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
         AppState {
             schema,
             db,

@@ -84,6 +84,8 @@ struct Inner {
     loads: std::sync::atomic::AtomicU64,
     /// Whether the listener connection is up and listening.
     listening: std::sync::atomic::AtomicBool,
+    /// Users whose role or active flag changed, on any replica.
+    users: broadcast::Sender<Uuid>,
 }
 
 /// The replica's live-update hub. Cheap to clone; the tasks stop when the last clone is dropped.
@@ -114,6 +116,7 @@ impl Live {
             signals: signals.clone(),
             loads: Default::default(),
             listening: Default::default(),
+            users: broadcast::channel(256).0,
         });
         let (heard_tx, mut heard_rx) = unbounded_channel::<Heard>();
         let forward = tokio::spawn(async move {
@@ -140,6 +143,12 @@ impl Live {
     }
 
     /// True while the listener connection is up; `/ready` reports it.
+    /// Ids of users whose role or active flag changed, as committed on any replica. A receiver
+    /// that lags has missed some and should assume everyone changed.
+    pub fn user_changes(&self) -> broadcast::Receiver<Uuid> {
+        self.inner.users.subscribe()
+    }
+
     pub fn is_listening(&self) -> bool {
         self.inner
             .listening
@@ -419,6 +428,10 @@ impl Dirty {
                             };
                             merge(&mut self.sessions.entry(note.id).or_default().own, reason);
                         }
+                    }
+                    "user" => {
+                        // Nobody listening is fine: no caller is cached here.
+                        let _ = inner.users.send(note.id);
                     }
                     other => tracing::debug!(entity = other, "ignoring a notification"),
                 }

@@ -932,3 +932,32 @@ async fn cross_site_posts_are_refused_unless_preflighted() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(code(&v), "BAD_USER_INPUT", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_on_another_replica_closes_sockets_at_once() {
+    let t = TestDb::new().await;
+    // Two replicas over one database, each with its own caller cache and change listener.
+    let a = t.serve_with(hs256(), unlimited()).await;
+    let b = t.serve_with(hs256(), unlimited()).await;
+    let victim_token = token("elsewhere", "admin");
+    let (_, me) = post(a, Some(&victim_token), "{ me { id } }", json!({})).await;
+    let victim_id = me["data"]["me"]["id"].as_str().expect("id").to_owned();
+    let (mut ws, ack) = ws_init(a, &victim_token).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    let (status, v) = post(
+        b,
+        Some(&token("boss-b", "admin")),
+        &format!("mutation {{ updateUser(id: \"{victim_id}\", isActive: false) {{ id }} }}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let started = Instant::now();
+    let (code_, reason) = ws_closed(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(code_, 4403, "{reason}");
+    // Not the 30 s cache plus the 5 s re-check: the change was heard.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Replica A's HTTP cache dropped the caller too.
+    let (status, v) = post(a, Some(&victim_token), "{ me { id } }", json!({})).await;
+    assert_eq!((status, code(&v)), (403, "FORBIDDEN"), "{v}");
+}
