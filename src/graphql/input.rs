@@ -208,11 +208,13 @@ impl<'a> Expand<'a> {
                             "fragment {name} spreads itself"
                         )));
                     } else {
-                        // Unknown fragments are left to validation, which names them.
-                        let size = match self.doc.fragments.get(&sp.node.fragment_name.node) {
-                            Some(fr) => self.set(&fr.node.selection_set.node, level + 1)?,
-                            None => Size::default(),
+                        // Refused here rather than left to validation: an unknown fragment
+                        // would count as empty, and async-graphql walks every spread of the
+                        // fragments that spread it (3^31 walks in a 400-token document).
+                        let Some(fr) = self.doc.fragments.get(&sp.node.fragment_name.node) else {
+                            return Err(AppError::bad_input(format!("unknown fragment {name}")));
                         };
+                        let size = self.set(&fr.node.selection_set.node, level + 1)?;
                         self.visiting.remove(name);
                         self.memo.insert(name, size);
                         size
@@ -506,6 +508,18 @@ mod tests {
             "{ ...A } fragment A on Q { a ...B } fragment B on Q { ...A }",
         ))
         .expect_err("cycle");
+        assert_eq!(err.code(), "BAD_USER_INPUT");
+
+        // Spreads that lead only to an unknown fragment expand to no field at all.
+        let mut nope = String::from("{ ...F0 } ");
+        for i in 0..31 {
+            nope.push_str(&format!(
+                "fragment F{i} on Q {{ ...F{n} ...F{n} ...F{n} }} ",
+                n = i + 1
+            ));
+        }
+        nope.push_str("fragment F31 on Q { ...Nope }");
+        let err = shape(&doc(&nope)).expect_err("unknown fragment");
         assert_eq!(err.code(), "BAD_USER_INPUT");
 
         // A chain of spreads nests without any brackets in the text.

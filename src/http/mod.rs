@@ -42,10 +42,11 @@ pub struct HttpConfig {
     pub rate_burst: u32,
     /// Interval of WebSocket keep-alive messages (`WS_KEEPALIVE_SECS`).
     pub ws_keepalive: Duration,
-    /// Operations executing, or whose response is being sent, at once (`GRAPHQL_MAX_CONCURRENT`).
+    /// Operations executing at once (`GRAPHQL_MAX_CONCURRENT`), over HTTP and WebSocket alike.
     /// Running 32 large queries side by side buys no throughput (the CPU is the limit) but
-    /// multiplies the memory held by half-built and unsent responses, so the default is two per
-    /// core (one per core cut Q1's peak RSS from 126 to 90 MiB but also a sixth of its rate).
+    /// multiplies the memory held by half-built responses, so the default is two per core (one
+    /// per core cut Q1's peak RSS from 126 to 90 MiB but also a sixth of its rate). The permit
+    /// is released once the response is serialized: a slow reader must not block the others.
     pub max_concurrent: usize,
     /// Connection timeouts (`HTTP_HEADER_TIMEOUT_SECS`, `HTTP_BODY_TIMEOUT_SECS`,
     /// `HTTP_WRITE_TIMEOUT_SECS`, `SHUTDOWN_GRACE_SECS`).
@@ -292,6 +293,12 @@ async fn graphql_ws(
     };
     // A token may come as a header on the upgrade or, as browsers must send it, in the
     // connection_init payload; the connection is authenticated when it is initialized.
+    // The protocol axum answers with (the first of ours the client offers) is the one to speak.
+    let protocol = upgrade
+        .selected_protocol()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(protocol);
     let up = ws::Upgrade {
         protocol,
         header_token: headers

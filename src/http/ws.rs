@@ -177,9 +177,9 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
         // Arm the expiry once, when initialization succeeded.
         if !expires && let Some(at) = conn.ready.as_ref().and_then(|r| r.session.expires_at) {
             expires = true;
-            expiry
-                .as_mut()
-                .reset(tokio::time::Instant::now() + until(at));
+            // A token may claim an `exp` far beyond what an Instant can hold.
+            let left = until(at).min(Duration::from_secs(86_400 * 365));
+            expiry.as_mut().reset(tokio::time::Instant::now() + left);
         }
         for text in conn.outbox.drain(..) {
             if sink.send(Message::Text(text.into())).await.is_err() {
@@ -197,11 +197,24 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
                 code,
-                reason: reason.into(),
+                reason: close_reason(reason).into(),
             })))
             .await;
     }
     let _ = sink.close().await;
+}
+
+/// A close frame's reason may hold at most 123 bytes; browsers fail the whole close otherwise.
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
 }
 
 /// Time left until `exp` (seconds since the epoch).
@@ -236,10 +249,17 @@ impl Connection {
             ClientMessage::ConnectionInit { payload } => self.init(payload).await,
             ClientMessage::Start { id, payload } => self.start(id, payload).await,
             ClientMessage::Stop { id } => {
+                if self.ready.is_none() && !self.legacy() {
+                    return Err(Some((4401, "Unauthorized".into())));
+                }
                 if let Some(handle) = self.active.remove(&id) {
                     handle.abort();
-                    self.outbox
-                        .push(json!({ "type": "complete", "id": id }).to_string());
+                    // graphql-transport-ws sends nothing more for an operation the client
+                    // completed (the id may already be reused); the legacy protocol confirms.
+                    if self.legacy() {
+                        self.outbox
+                            .push(json!({ "type": "complete", "id": id }).to_string());
+                    }
                 }
                 Ok(())
             }
@@ -277,7 +297,8 @@ impl Connection {
             Ok(s) => s,
             Err(e @ AppError::Unauthenticated(_)) => return self.refuse(4401, e.message()),
             Err(e @ AppError::Forbidden(_)) => return self.refuse(4403, e.message()),
-            Err(e) => return self.refuse(1011, e.message()),
+            // 1013 Try Again Later: clients retry it, unlike 1011 or 44xx.
+            Err(e) => return self.refuse(1013, e.message()),
         };
         // A connection counts as one request of its caller against the rate limit.
         let subject = session.principal.subject.clone();
@@ -285,12 +306,12 @@ impl Connection {
             let e = AppError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             };
-            return self.refuse(4429, e.message());
+            return self.refuse(1013, e.message());
         }
         let max = self.state.config.ws.max_connections_per_caller;
         let Some(slot) = Connections::enter(&self.state.ws_connections, &subject, max) else {
             return self.refuse(
-                4429,
+                1013,
                 format!("too many open WebSocket connections for this caller (at most {max})"),
             );
         };
@@ -409,10 +430,19 @@ impl Connection {
             schema.execute_stream(request).boxed()
         } else {
             // Queries and mutations count against the replica's execution permits, as on HTTP.
+            // They run on their own task, so a permit is held only while executing: this loop
+            // may be stuck writing to a slow client and would not poll them.
             let limiter = self.state.limiter.clone();
-            stream::once(async move {
+            let run = tokio::spawn(async move {
                 let _permit = limiter.acquire_owned().await;
                 schema.execute(request).await
+            });
+            stream::once(async move {
+                run.await.unwrap_or_else(|_| {
+                    async_graphql::Response::from_errors(vec![
+                        AppError::internal("operation task failed").to_server_error(),
+                    ])
+                })
             })
             .boxed()
         };
