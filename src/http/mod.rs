@@ -48,6 +48,10 @@ pub struct HttpConfig {
     /// per core cut Q1's peak RSS from 126 to 90 MiB but also a sixth of its rate). The permit
     /// is released once the response is serialized: a slow reader must not block the others.
     pub max_concurrent: usize,
+    /// How long an operation may wait for an execution permit (`GRAPHQL_QUEUE_TIMEOUT_MS`);
+    /// past it the answer is `503 UNAVAILABLE`, so a saturated replica sheds load instead of
+    /// holding every waiting request (and its body) for as long as the queue takes.
+    pub queue_timeout: Duration,
     /// Connection timeouts (`HTTP_HEADER_TIMEOUT_SECS`, `HTTP_BODY_TIMEOUT_SECS`,
     /// `HTTP_WRITE_TIMEOUT_SECS`, `SHUTDOWN_GRACE_SECS`).
     pub timeouts: serve::Timeouts,
@@ -63,6 +67,7 @@ impl Default for HttpConfig {
             rate_burst: 200,
             ws_keepalive: Duration::from_secs(15),
             max_concurrent: std::thread::available_parallelism().map_or(4, |n| n.get() * 2),
+            queue_timeout: Duration::from_secs(10),
             timeouts: serve::Timeouts::default(),
             ws: ws::WsLimits::default(),
         }
@@ -104,6 +109,13 @@ impl HttpConfig {
             rate_burst: env_num("RATE_LIMIT_BURST", d.rate_burst)?,
             ws_keepalive: Duration::from_secs(keepalive.max(1)),
             max_concurrent: concurrent.max(1),
+            queue_timeout: Duration::from_millis(
+                env_num(
+                    "GRAPHQL_QUEUE_TIMEOUT_MS",
+                    d.queue_timeout.as_millis() as u64,
+                )?
+                .max(1),
+            ),
             timeouts,
             ws,
         })
@@ -450,6 +462,19 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
     run(state, headers, principal, request, false).await
 }
 
+/// An execution permit, waited for at most `queue_timeout`.
+async fn permit(state: &AppState) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let wait = state.limiter.clone().acquire_owned();
+    tokio::time::timeout(state.config.queue_timeout, wait)
+        .await
+        .ok()?
+        .ok()
+}
+
+fn busy() -> AppError {
+    AppError::Unavailable("the server is busy; try again shortly".into())
+}
+
 /// The status of a response: 200 with data; without data, the cause decides. A database that
 /// is down or slow is 503 and a bug is 500, so load balancers and clients retry the right ones;
 /// the caller's own mistakes are 400 (or 200 for clients that asked for `application/json`,
@@ -515,7 +540,12 @@ async fn run(
         request_id: Some(request_id.clone()),
     };
     let request = request.data(state.auth.clone());
-    let permit = state.limiter.clone().acquire_owned().await;
+    let Some(permit) = permit(&state).await else {
+        let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, &busy());
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    };
     let (response, stats) = execute(&state.schema, &state.db, actor, request).await;
     let status = status_of(&response, legacy);
     let body = response.to_chunks();

@@ -432,9 +432,13 @@ impl Connection {
             // Queries and mutations count against the replica's execution permits, as on HTTP.
             // They run on their own task, so a permit is held only while executing: this loop
             // may be stuck writing to a slow client and would not poll them.
-            let limiter = self.state.limiter.clone();
+            let state = self.state.clone();
             let run = tokio::spawn(async move {
-                let _permit = limiter.acquire_owned().await;
+                let Some(_permit) = super::permit(&state).await else {
+                    return async_graphql::Response::from_errors(vec![
+                        super::busy().to_server_error(),
+                    ]);
+                };
                 schema.execute(request).await
             });
             stream::once(async move {

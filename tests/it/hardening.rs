@@ -650,6 +650,48 @@ async fn websocket_operations_share_the_execution_permits() {
     assert_eq!(status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_permit_is_bounded() {
+    let t = TestDb::new().await;
+    let sid = new_session(&t).await;
+    let http = HttpConfig {
+        max_concurrent: 1,
+        queue_timeout: Duration::from_millis(300),
+        ..unlimited()
+    };
+    let addr = t.serve_with(Default::default(), http).await;
+    let raw = t.raw().await;
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM crawl_sessions WHERE id = '{sid}' FOR UPDATE"
+    ))
+    .await
+    .expect("lock");
+    let q = format!("mutation {{ startSession(id: \"{sid}\") {{ status }} }}");
+    let holder = tokio::spawn(async move { post(addr, None, &q, json!({})).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, v) = tokio::time::timeout(
+        Duration::from_secs(3),
+        post(addr, None, "{ __typename }", json!({})),
+    )
+    .await
+    .expect("answered instead of queued until the permit is free");
+    assert_eq!((status, code(&v)), (503, "UNAVAILABLE"), "{v}");
+    // Over a socket too.
+    let mut ws = ws_connect(addr, "graphql-transport-ws").await;
+    ws_subscribe(
+        &mut ws,
+        "graphql-transport-ws",
+        "q",
+        "{ __typename }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(code(&ws_next(&mut ws).await["payload"]), "UNAVAILABLE");
+    raw.batch_execute("COMMIT").await.expect("unlock");
+    let (status, _) = holder.await.expect("task");
+    assert_eq!(status, 200);
+}
+
 // ---- 3. Rights end when they end -----------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
