@@ -489,17 +489,22 @@ mod tests {
         assert!(check_values(&d, &Variables::default()).is_err());
     }
 
+    /// `{ ...F0 }` and fragments F0..F`n`, each holding `own` and `spreads` spreads of the next;
+    /// the last holds `last`.
+    fn fragments(n: usize, on: &str, own: &str, spreads: usize, last: &str) -> String {
+        let mut doc = String::from("{ ...F0 } ");
+        for i in 0..n {
+            let next = format!(" ...F{}", i + 1).repeat(spreads);
+            doc.push_str(&format!("fragment F{i} on {on} {{ {own}{next} }} "));
+        }
+        doc.push_str(&format!("fragment F{n} on {on} {{ {last} }}"));
+        doc
+    }
+
     #[test]
     fn fragments_are_expanded_once_and_cycles_refused() {
         // 2^40 fields if every spread were walked again.
-        let mut q = String::from("{ ...F0 } ");
-        for i in 0..40 {
-            q.push_str(&format!(
-                "fragment F{i} on Q {{ a ...F{n} ...F{n} }} ",
-                n = i + 1
-            ));
-        }
-        q.push_str("fragment F40 on Q { b }");
+        let q = fragments(40, "Q", "a", 2, "b");
         let s = shape(&doc(&q)).expect("shape");
         assert_eq!(s.written, 41);
         assert_eq!(s.expanded, (1usize << 41) - 1);
@@ -511,23 +516,12 @@ mod tests {
         assert_eq!(err.code(), "BAD_USER_INPUT");
 
         // Spreads that lead only to an unknown fragment expand to no field at all.
-        let mut nope = String::from("{ ...F0 } ");
-        for i in 0..31 {
-            nope.push_str(&format!(
-                "fragment F{i} on Q {{ ...F{n} ...F{n} ...F{n} }} ",
-                n = i + 1
-            ));
-        }
-        nope.push_str("fragment F31 on Q { ...Nope }");
+        let nope = fragments(31, "Q", "", 3, "...Nope");
         let err = shape(&doc(&nope)).expect_err("unknown fragment");
         assert_eq!(err.code(), "BAD_USER_INPUT");
 
         // A chain of spreads nests without any brackets in the text.
-        let mut chain = String::from("{ ...F0 } ");
-        for i in 0..5_000 {
-            chain.push_str(&format!("fragment F{i} on Q {{ a ...F{} }} ", i + 1));
-        }
-        chain.push_str("fragment F5000 on Q { a }");
+        let chain = fragments(5_000, "Q", "a", 1, "a");
         scan(&chain, usize::MAX).expect("flat text");
         let err = shape(&doc(&chain)).expect_err("too deep");
         assert_eq!(err.code(), "BAD_USER_INPUT");

@@ -81,6 +81,30 @@ async fn watch(ws: &mut Ws, id: &str, session: &str) {
     .await;
 }
 
+/// `{ ...F0 }` and fragments F0..F`n`, each holding `own` and `spreads` spreads of the next;
+/// the last holds `last`.
+fn fragments(n: usize, on: &str, own: &str, spreads: usize, last: &str) -> String {
+    let mut doc = String::from("{ ...F0 } ");
+    for i in 0..n {
+        let next = format!(" ...F{}", i + 1).repeat(spreads);
+        doc.push_str(&format!("fragment F{i} on {on} {{ {own}{next} }} "));
+    }
+    doc.push_str(&format!("fragment F{n} on {on} {{ {last} }}"));
+    doc
+}
+
+/// Locks a session row in an open transaction (commit or roll back through the client), so a
+/// mutation of it waits, holding whatever it holds.
+async fn lock_session(t: &TestDb, sid: &str) -> tokio_postgres::Client {
+    let raw = t.raw().await;
+    raw.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM crawl_sessions WHERE id = '{sid}' FOR UPDATE"
+    ))
+    .await
+    .expect("lock");
+    raw
+}
+
 async fn new_session(t: &TestDb) -> String {
     let v = t
         .ok(
@@ -148,32 +172,11 @@ async fn deep_documents_are_refused_on_every_transport_before_any_recursion() {
     );
 
     // Fragments nest without brackets: chains, cycles and exponential spreads.
-    let mut chain = String::from("{ ...F0 } ");
-    for i in 0..1_000 {
-        chain.push_str(&format!(
-            "fragment F{i} on Query {{ __typename ...F{} }} ",
-            i + 1
-        ));
-    }
-    chain.push_str("fragment F1000 on Query { __typename }");
+    let chain = fragments(1_000, "Query", "__typename", 1, "__typename");
     let cycle = "{ ...A } fragment A on Query { __typename ...B } fragment B on Query { ...A }";
     // Spreads that end in an unknown fragment: no field at all, 3^31 walks for async-graphql.
-    let mut unknown = String::from("{ ...F0 } ");
-    for i in 0..31 {
-        unknown.push_str(&format!(
-            "fragment F{i} on Query {{ ...F{n} ...F{n} ...F{n} }} ",
-            n = i + 1
-        ));
-    }
-    unknown.push_str("fragment F31 on Query { ...Nope }");
-    let mut bomb = String::from("{ ...F0 } ");
-    for i in 0..50 {
-        bomb.push_str(&format!(
-            "fragment F{i} on Query {{ __typename ...F{n} ...F{n} }} ",
-            n = i + 1
-        ));
-    }
-    bomb.push_str("fragment F50 on Query { __typename }");
+    let unknown = fragments(31, "Query", "", 3, "...Nope");
+    let bomb = fragments(50, "Query", "__typename", 2, "__typename");
     for doc in [chain.as_str(), cycle, unknown.as_str()] {
         let (status, v) = post(addr, Some(&bearer), doc, json!({})).await;
         assert_eq!((status, code(&v)), (400, "BAD_USER_INPUT"), "{v}");
@@ -611,12 +614,7 @@ async fn websocket_operations_share_the_execution_permits() {
     };
     let addr = t.serve_with(Default::default(), http).await;
     // A mutation over the socket waits on a row lock, holding the only permit.
-    let raw = t.raw().await;
-    raw.batch_execute(&format!(
-        "BEGIN; SELECT 1 FROM crawl_sessions WHERE id = '{sid}' FOR UPDATE"
-    ))
-    .await
-    .expect("lock");
+    let raw = lock_session(&t, &sid).await;
     let mut ws = ws_connect(addr, "graphql-transport-ws").await;
     ws_subscribe(
         &mut ws,
@@ -660,12 +658,7 @@ async fn waiting_for_a_permit_is_bounded() {
         ..unlimited()
     };
     let addr = t.serve_with(Default::default(), http).await;
-    let raw = t.raw().await;
-    raw.batch_execute(&format!(
-        "BEGIN; SELECT 1 FROM crawl_sessions WHERE id = '{sid}' FOR UPDATE"
-    ))
-    .await
-    .expect("lock");
+    let raw = lock_session(&t, &sid).await;
     let q = format!("mutation {{ startSession(id: \"{sid}\") {{ status }} }}");
     let holder = tokio::spawn(async move { post(addr, None, &q, json!({})).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -888,12 +881,7 @@ async fn a_request_cut_off_by_the_database_is_unavailable_with_503() {
     let sid = new_session(&t).await;
     let addr = t.serve().await;
     // The mutation waits on a row lock; then its backend is terminated, as a restart does.
-    let raw = t.raw().await;
-    raw.batch_execute(&format!(
-        "BEGIN; SELECT 1 FROM crawl_sessions WHERE id = '{sid}' FOR UPDATE"
-    ))
-    .await
-    .expect("lock");
+    let raw = lock_session(&t, &sid).await;
     let q = format!("mutation {{ startSession(id: \"{sid}\") {{ status }} }}");
     let call = tokio::spawn(async move { post(addr, None, &q, json!({})).await });
     let killer = t.raw().await;
