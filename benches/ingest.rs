@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use bughive_gateway::config::DbConfig;
-use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
-use bughive_gateway::db::{Db, build_pool, run_migrations};
 use bughive_gateway::http::{AppState, router};
+use bughive_gateway::store::embedded::{EmbeddedOptions, EmbeddedPg};
+use bughive_gateway::store::{Db, build_pool, run_migrations};
 use serde_json::{Value, json};
 
 /// The same allocator as the gateway binary, so the in-process server behaves like the real one.
@@ -75,7 +75,7 @@ async fn main() {
         ..Default::default()
     };
     let app = router(AppState::new(
-        bughive_gateway::graphql::build_schema(),
+        bughive_gateway::api::build_schema(),
         db,
         live,
         auth,

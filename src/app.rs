@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::api::Limits;
 use crate::auth::Authenticator;
 use crate::auth::authenticator::DEV_SUBJECT;
 use crate::auth::jwt::{Claims, JwtConfig};
 use crate::config::{DbConfig, database_url, embedded_data_dir};
-use crate::db::embedded::{DB_NAME, EmbeddedOptions, EmbeddedPg};
-use crate::db::{Db, build_pool, run_migrations};
-use crate::graphql::Limits;
 use crate::http::{AppState, HttpConfig, router};
+use crate::store::embedded::{DB_NAME, EmbeddedOptions, EmbeddedPg};
+use crate::store::{Db, build_pool, run_migrations};
 
 /// The database the process talks to, and the embedded cluster behind it when there is one.
 pub struct Database {
@@ -104,9 +104,9 @@ async fn serve_on(
         let n = crate::seed::run(&db, DEMO, false).await?;
         tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
     }
-    let schema = crate::graphql::build_schema_with(&limits);
+    let schema = crate::api::build_schema_with(&limits);
     let live = crate::live::Live::start(database.url.clone(), db.scoped());
-    let reaper = crate::jobs::reaper::spawn(db.scoped(), reap_interval()?);
+    let reaper = crate::store::jobs::reaper::spawn(db.scoped(), reap_interval()?);
     let auth = Authenticator::new(jwt, db.scoped());
     if auth.is_dev_mode() {
         tracing::warn!(

@@ -1,8 +1,9 @@
-//! The one error type of the gateway and its single mapping to GraphQL `extensions.code`.
+//! The one error type of the gateway and its machine-readable codes.
+//!
+//! Plain data: it names no GraphQL or database type. The store turns database and pool failures
+//! into it (`store`), and the API attaches it to GraphQL errors in one place (`api::errors`).
 
 use std::sync::Arc;
-
-use async_graphql::ErrorExtensions;
 
 /// Every failure a resolver, loader or repository can report. Clients branch on the `code`
 /// extension, so each variant maps to exactly one code in [`AppError::code`].
@@ -19,10 +20,18 @@ pub enum AppError {
         message: String,
         field: Option<String>,
     },
+    /// A lifecycle move the entity's current status does not allow.
     InvalidTransition {
         entity: &'static str,
         from: String,
         to: String,
+    },
+    /// An action (such as `recordPages`) that the entity's current status does not allow. Sent
+    /// with the same code as a refused move, `from` naming the status and `to` the action.
+    NotAllowedIn {
+        entity: &'static str,
+        status: String,
+        action: &'static str,
     },
     Unauthenticated(String),
     Forbidden(String),
@@ -65,7 +74,9 @@ impl AppError {
         match self {
             AppError::NotFound { .. } => "NOT_FOUND",
             AppError::BadUserInput { .. } => "BAD_USER_INPUT",
-            AppError::InvalidTransition { .. } => "INVALID_TRANSITION",
+            AppError::InvalidTransition { .. } | AppError::NotAllowedIn { .. } => {
+                "INVALID_TRANSITION"
+            }
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::Conflict(_) => "CONFLICT",
@@ -81,12 +92,11 @@ impl AppError {
         match self {
             AppError::NotFound { entity, id } => format!("{entity} {id} not found"),
             AppError::BadUserInput { message, .. } => message.clone(),
-            // `to` is a status (`COMPLETED`) or, for ingestion, the refused action (`recordPages`).
-            AppError::InvalidTransition { entity, from, to }
-                if to.chars().any(char::is_lowercase) =>
-            {
-                format!("{to} is not allowed while the {entity} is {from}")
-            }
+            AppError::NotAllowedIn {
+                entity,
+                status,
+                action,
+            } => format!("{action} is not allowed while the {entity} is {status}"),
             AppError::InvalidTransition { entity, from, to } => {
                 format!("cannot move {entity} from {from} to {to}")
             }
@@ -102,29 +112,6 @@ impl AppError {
             AppError::Internal(_) => "internal error".into(),
         }
     }
-
-    /// The GraphQL error clients see. This is the only place codes and extensions are attached.
-    pub fn to_graphql(&self) -> async_graphql::Error {
-        if let AppError::Internal(detail) = self {
-            tracing::error!(%detail, "internal error");
-        }
-        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
-            ext.set("code", self.code());
-            match self {
-                AppError::BadUserInput {
-                    field: Some(field), ..
-                } => ext.set("field", field.as_str()),
-                AppError::InvalidTransition { from, to, .. } => {
-                    ext.set("from", from.as_str());
-                    ext.set("to", to.as_str());
-                }
-                AppError::RateLimited { retry_after_secs } => {
-                    ext.set("retryAfter", *retry_after_secs)
-                }
-                _ => {}
-            }
-        })
-    }
 }
 
 impl AppError {
@@ -137,39 +124,6 @@ impl AppError {
             "INTERNAL" => 500,
             _ => 400,
         }
-    }
-
-    /// The same error outside of any field: no locations, no path (refusals before execution).
-    pub fn to_server_error(&self) -> async_graphql::ServerError {
-        let mut err = async_graphql::ServerError::new(self.message(), None);
-        err.extensions = self.to_graphql().extensions;
-        err
-    }
-
-    /// Gives an error raised by async-graphql itself (syntax, validation, coercion, limits) a
-    /// code: they carry none. Depth and complexity limits are `QUERY_TOO_COMPLEX`; everything
-    /// else of theirs is the client's fault, `BAD_USER_INPUT`.
-    pub fn classify_library_error(err: &mut async_graphql::ServerError) {
-        let ext = err.extensions.get_or_insert_with(Default::default);
-        if ext.get("code").is_some() {
-            return;
-        }
-        let limit = matches!(
-            err.message.as_str(),
-            "Query is too complex." | "Query is nested too deep."
-        );
-        let code = if limit {
-            AppError::QueryTooComplex(String::new()).code()
-        } else {
-            AppError::bad_input("").code()
-        };
-        ext.set("code", code);
-    }
-}
-
-impl From<AppError> for async_graphql::Error {
-    fn from(e: AppError) -> Self {
-        e.to_graphql()
     }
 }
 
@@ -189,77 +143,21 @@ impl From<AppError> for anyhow::Error {
     }
 }
 
-impl From<diesel::result::Error> for AppError {
-    fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind as K, Error as E};
-        match e {
-            E::DatabaseError(K::UniqueViolation, info) => AppError::Conflict(info.message().into()),
-            E::DatabaseError(K::CheckViolation | K::NotNullViolation, info) => {
-                AppError::bad_input(info.message())
-            }
-            // No SQLSTATE: the connection broke mid-request (server restart, network).
-            E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, info) => {
-                AppError::Unavailable(format!("database connection lost: {}", info.message()))
-            }
-            // Class 57 (operator intervention): an administrator or crash ended the backend, or
-            // the server is shutting down, starting up or in recovery.
-            E::DatabaseError(_, ref info)
-                if ["terminating connection", "the database system is"]
-                    .iter()
-                    .any(|m| info.message().starts_with(m)) =>
-            {
-                AppError::Unavailable(info.message().into())
-            }
-            // 57014 query_canceled: statement_timeout fired.
-            E::DatabaseError(_, ref info) if info.message().contains("statement timeout") => {
-                AppError::Unavailable("database statement timed out".into())
-            }
-            E::NotFound => AppError::NotFound {
-                entity: "row",
-                id: String::new(),
-            },
-            other => AppError::internal(other),
-        }
-    }
-}
-
-impl From<crate::db::PoolError> for AppError {
-    fn from(e: crate::db::PoolError) -> Self {
-        use deadpool::managed::PoolError as P;
-        match e {
-            P::Timeout(_) => AppError::Unavailable("database pool exhausted".into()),
-            P::Backend(e) => AppError::Unavailable(format!("database unreachable: {e}")),
-            P::Closed => AppError::Unavailable("database pool closed".into()),
-            other => AppError::internal(other),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-
-    fn ext(e: &AppError) -> async_graphql::Value {
-        let err = e.to_graphql();
-        let ext = err.extensions.expect("extensions are always set");
-        serde_json::to_value(&ext)
-            .ok()
-            .and_then(|v| async_graphql::Value::from_json(v).ok())
-            .expect("extensions serialize")
-    }
-
-    fn code_of(e: &AppError) -> String {
-        match ext(e) {
-            async_graphql::Value::Object(m) => {
-                m.get("code").map(|c| c.to_string()).unwrap_or_default()
-            }
-            _ => String::new(),
-        }
-    }
 
     #[test]
     fn every_variant_maps_to_its_code() {
-        let cases = [
+        for (err, code) in all_variants() {
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    /// One error of each variant with the code it must carry; `api::errors` checks that the
+    /// same codes reach `extensions.code`.
+    pub(crate) fn all_variants() -> Vec<(AppError, &'static str)> {
+        vec![
             (
                 AppError::NotFound {
                     entity: "bug",
@@ -273,6 +171,14 @@ mod tests {
                     entity: "bug",
                     from: "DETECTED".into(),
                     to: "REPORTED".into(),
+                },
+                "INVALID_TRANSITION",
+            ),
+            (
+                AppError::NotAllowedIn {
+                    entity: "session",
+                    status: "COMPLETED".into(),
+                    action: "recordPages",
                 },
                 "INVALID_TRANSITION",
             ),
@@ -292,65 +198,25 @@ mod tests {
             (AppError::TooMany("sockets".into()), "RATE_LIMITED"),
             (AppError::Unavailable("db".into()), "UNAVAILABLE"),
             (AppError::internal("boom"), "INTERNAL"),
-        ];
-        for (err, code) in cases {
-            assert_eq!(err.code(), code);
-            assert_eq!(code_of(&err), format!("\"{code}\""));
-        }
+        ]
     }
 
     #[test]
-    fn transitions_carry_from_and_to() {
-        let e = AppError::InvalidTransition {
+    fn refusals_name_the_move_or_the_action() {
+        let moved = AppError::InvalidTransition {
             entity: "bug",
             from: "DETECTED".into(),
             to: "REPORTED".into(),
         };
-        let v = ext(&e).to_string();
-        assert!(v.contains("from: \"DETECTED\""), "{v}");
-        assert!(v.contains("to: \"REPORTED\""), "{v}");
-        let v = ext(&AppError::bad_field("first", "too big")).to_string();
-        assert!(v.contains("field: \"first\""), "{v}");
-        let v = ext(&AppError::RateLimited {
-            retry_after_secs: 7,
-        })
-        .to_string();
-        assert!(v.contains("retryAfter: 7"), "{v}");
-    }
-
-    #[test]
-    fn library_errors_get_codes() {
-        let code = |msg: &str| {
-            let mut e = async_graphql::ServerError::new(msg, None);
-            AppError::classify_library_error(&mut e);
-            let ext = e.extensions.expect("set");
-            ext.get("code").map(|v| v.to_string())
+        assert_eq!(moved.message(), "cannot move bug from DETECTED to REPORTED");
+        let acted = AppError::NotAllowedIn {
+            entity: "session",
+            status: "COMPLETED".into(),
+            action: "recordPages",
         };
         assert_eq!(
-            code("Query is too complex.").as_deref(),
-            Some("\"QUERY_TOO_COMPLEX\"")
-        );
-        assert_eq!(
-            code("Query is nested too deep.").as_deref(),
-            Some("\"QUERY_TOO_COMPLEX\"")
-        );
-        assert_eq!(
-            code("Unknown field \"x\"").as_deref(),
-            Some("\"BAD_USER_INPUT\"")
-        );
-        // A code already set is kept.
-        let mut e = AppError::Forbidden("no".into()).to_server_error();
-        AppError::classify_library_error(&mut e);
-        assert_eq!(
-            e.extensions
-                .and_then(|x| x.get("code").map(|v| v.to_string())),
-            Some("\"FORBIDDEN\"".into())
-        );
-        assert!(
-            AppError::bad_input("x")
-                .to_server_error()
-                .locations
-                .is_empty()
+            acted.message(),
+            "recordPages is not allowed while the session is COMPLETED"
         );
     }
 
@@ -375,70 +241,5 @@ mod tests {
             .map(|e| AppError::status_of_code(e.code()))
             .collect();
         assert_eq!(statuses, [400, 400, 400, 400, 400, 400, 400, 503, 500]);
-    }
-
-    #[test]
-    fn internal_errors_leak_nothing() {
-        let e = AppError::internal("relation \"secret_table\" does not exist");
-        assert_eq!(e.to_graphql().message, "internal error");
-    }
-
-    #[test]
-    fn database_errors_map_to_client_codes() {
-        use diesel::result::{DatabaseErrorKind as K, Error as E};
-        let db = |kind, msg: &str| E::DatabaseError(kind, Box::new(msg.to_owned()));
-        assert_eq!(
-            AppError::from(db(K::UniqueViolation, "dup")).code(),
-            "CONFLICT"
-        );
-        assert_eq!(
-            AppError::from(db(K::CheckViolation, "check")).code(),
-            "BAD_USER_INPUT"
-        );
-        assert_eq!(
-            AppError::from(db(K::ClosedConnection, "gone")).code(),
-            "UNAVAILABLE"
-        );
-        assert_eq!(
-            AppError::from(db(
-                K::Unknown,
-                "canceling statement due to statement timeout"
-            ))
-            .code(),
-            "UNAVAILABLE"
-        );
-        for cut_off in [
-            "terminating connection due to administrator command",
-            "terminating connection because of crash of another server process",
-            "the database system is shutting down",
-        ] {
-            assert_eq!(
-                AppError::from(db(K::Unknown, cut_off)).code(),
-                "UNAVAILABLE",
-                "{cut_off}"
-            );
-        }
-        assert_eq!(
-            AppError::from(db(K::UnableToSendCommand, "connection closed")).code(),
-            "UNAVAILABLE"
-        );
-        assert_eq!(AppError::from(E::NotFound).code(), "NOT_FOUND");
-        assert_eq!(
-            AppError::from(db(K::Unknown, "syntax error")).code(),
-            "INTERNAL"
-        );
-    }
-
-    #[test]
-    fn pool_errors_are_unavailable() {
-        use deadpool::managed::TimeoutType;
-        assert_eq!(
-            AppError::from(crate::db::PoolError::Timeout(TimeoutType::Wait)).code(),
-            "UNAVAILABLE"
-        );
-        assert_eq!(
-            AppError::from(crate::db::PoolError::Closed).code(),
-            "UNAVAILABLE"
-        );
     }
 }

@@ -1,23 +1,16 @@
 //! bughive-gateway: a GraphQL gateway over PostgreSQL for autonomous-QA data.
 //!
-//! Layout: one module per domain (`sessions`, `pages`, `bugs`, `jobs`, `users`, `audit`), each
-//! with its diesel `model`, its queries (`repo`), its batch `loaders` and its GraphQL types
-//! (`graphql`); shared plumbing lives in `db`, `graphql` and `http`; `live` fans committed
-//! changes out to subscriptions; `auth` turns tokens into callers and scopes what they see.
+//! One direction through the code: `http` (the axum edge) → `api` (GraphQL) → `live` (the
+//! change hub) and `auth` (who is calling) → `store` (everything that speaks SQL) → `error` and
+//! `config`. The README's architecture section draws it; `.ci/check-layers` enforces it.
 
+pub mod api;
 pub mod app;
-pub mod audit;
 pub mod auth;
-pub mod bugs;
 pub mod config;
-pub mod db;
 pub mod error;
-pub mod graphql;
 pub mod http;
-pub mod jobs;
 pub mod live;
 pub mod memory;
-pub mod pages;
 pub mod seed;
-pub mod sessions;
-pub mod users;
+pub mod store;

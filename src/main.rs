@@ -4,8 +4,8 @@ use std::time::Instant;
 use anyhow::Context;
 use bughive_gateway::app::{self, Database};
 use bughive_gateway::config::DbConfig;
-use bughive_gateway::db::{Db, build_pool, revert_last_migration};
 use bughive_gateway::seed::{self, SeedPlan};
+use bughive_gateway::store::{Db, build_pool, revert_last_migration};
 use clap::{Parser, Subcommand};
 
 /// glibc malloc showed up as 40% of the gateway's CPU under load, much of it arena-lock
@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
         Command::Schema => {
-            print!("{}", bughive_gateway::graphql::sdl());
+            print!("{}", bughive_gateway::api::sdl());
             Ok(())
         }
         Command::Token {

@@ -7,12 +7,12 @@ use diesel_async::AsyncConnection;
 use indicatif::{ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
-use crate::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
-use crate::db::Db;
-use crate::db::json::JsonText;
 use crate::error::AppError;
-use crate::pages::model::{PageRow, PageStatus};
-use crate::sessions::model::{SessionRow, SessionStatus};
+use crate::store::Db;
+use crate::store::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
+use crate::store::json::JsonText;
+use crate::store::pages::model::{PageRow, PageStatus};
+use crate::store::sessions::model::{SessionRow, SessionStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedPlan {
@@ -192,17 +192,17 @@ pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usiz
             let mut n = 0;
             bar2.set_message("sessions");
             for chunk in sessions.chunks(2_000) {
-                n += crate::sessions::repo::insert_many(c, chunk).await?;
+                n += crate::store::sessions::repo::insert_many(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }
             bar2.set_message("pages");
             for chunk in pages.chunks(4_000) {
-                n += crate::pages::repo::insert_many(c, chunk).await?;
+                n += crate::store::pages::repo::insert_many(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }
             bar2.set_message("bugs");
             for chunk in bugs.chunks(3_000) {
-                n += crate::bugs::repo::insert_many(c, chunk).await?;
+                n += crate::store::bugs::repo::insert_many(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }
             Ok(n)

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::jwt::JwtConfig;
 use super::{Principal, Role};
-use crate::db::Db;
 use crate::error::{AppError, AppResult};
-use crate::users::model::UserRow;
-use crate::users::repo::{self, NewUser};
+use crate::store::Db;
+use crate::store::users::model::UserRow;
+use crate::store::users::repo::{self, NewUser};
 
 /// The built-in identity of development mode (no verification key configured).
 pub const DEV_SUBJECT: &str = "dev:admin";
@@ -179,7 +179,7 @@ impl Authenticator {
     /// subject's row. An email that belongs to another subject is dropped, not an error.
     async fn provision(&self, user: NewUser) -> AppResult<UserRow> {
         let db = self.inner.db.scoped();
-        crate::db::run_detached(async move {
+        crate::store::run_detached(async move {
             let mut conn = db.conn().await?;
             let mut user = user;
             for attempt in 0..3 {

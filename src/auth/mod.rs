@@ -2,19 +2,20 @@
 //!
 //! Authentication (`jwt`, `Authenticator`) turns a bearer token into a [`Principal`], provisioning
 //! its user on first sight. Authorization has two halves: [`Principal::require`] refuses an
-//! operation the caller's role does not allow (`FORBIDDEN`), and [`Scope`] filters every query of
-//! the data layer to what the caller may see, so someone else's resource behaves as if it did
-//! not exist.
+//! operation the caller's role does not allow (`FORBIDDEN`), and [`Principal::scope`] picks the
+//! [`Scope`] that filters every query of the store to what the caller may see, so someone
+//! else's resource behaves as if it did not exist.
+//!
+//! Plain data and policy: no GraphQL, no SQL of its own.
 
 pub mod authenticator;
 pub mod jwt;
 
-use async_graphql::Context;
 use uuid::Uuid;
 
-use crate::db::sql::{Bind, Sql};
 use crate::error::{AppError, AppResult};
-pub use crate::users::model::Role;
+pub use crate::store::scope::{Author, Scope};
+pub use crate::store::users::model::Role;
 pub use authenticator::Authenticator;
 
 /// The authenticated caller of a request.
@@ -36,6 +37,18 @@ pub struct Actor {
 impl Actor {
     pub fn scope(&self) -> Scope {
         self.principal.scope()
+    }
+
+    /// The caller as the store records the changes it makes.
+    pub fn author(&self) -> Author {
+        let p = &self.principal;
+        Author {
+            user_id: p.user_id,
+            subject: p.subject.clone(),
+            role: p.role,
+            request_id: self.request_id.clone(),
+            scope: p.scope(),
+        }
     }
 }
 
@@ -94,67 +107,6 @@ impl Principal {
             Role::User => Scope::Owner(self.user_id),
         }
     }
-}
-
-/// Which sessions (and so pages, bugs and jobs) a caller may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    All,
-    /// Sessions the user owns, and the sessions of projects the user owns.
-    Owner(Uuid),
-}
-
-impl Scope {
-    /// Appends ` AND <visible>` for a row whose session id is `session_col` (e.g. `t.session_id`,
-    /// or `s.id` for a session itself). Rows without a session are visible to `All` only.
-    pub fn push_filter(&self, q: &mut Sql, session_col: &str) {
-        if let Scope::Owner(user) = self {
-            q.push(" AND EXISTS (SELECT 1 FROM crawl_sessions vis WHERE vis.id = ")
-                .push(session_col)
-                .push(" AND (vis.owner_id = ")
-                .bind(Bind::Uuid(*user))
-                .push(" OR vis.project_id IN (SELECT p.id FROM projects p WHERE p.owner_id = ")
-                .bind(Bind::Uuid(*user))
-                .push(")))");
-        }
-    }
-}
-
-impl Scope {
-    /// The same filter for diesel DSL queries: `session_col` names the session id column as
-    /// the query spells it (`"pages"."session_id"`). `None` when everything is visible.
-    pub fn visible<QS: 'static>(
-        &self,
-        session_col: &'static str,
-    ) -> Option<
-        Box<dyn diesel::BoxableExpression<QS, diesel::pg::Pg, SqlType = diesel::sql_types::Bool>>,
-    > {
-        use diesel::sql_types::{Bool, Uuid as SqlUuid};
-        let Scope::Owner(user) = *self else {
-            return None;
-        };
-        Some(Box::new(
-            diesel::dsl::sql::<Bool>("EXISTS (SELECT 1 FROM crawl_sessions vis WHERE vis.id = ")
-                .sql(session_col)
-                .sql(" AND (vis.owner_id = ")
-                .bind::<SqlUuid, _>(user)
-                .sql(" OR vis.project_id IN (SELECT p.id FROM projects p WHERE p.owner_id = ")
-                .bind::<SqlUuid, _>(user)
-                .sql(")))"),
-        ))
-    }
-}
-
-/// The caller of the current request.
-pub fn principal<'a>(ctx: &Context<'a>) -> AppResult<&'a Principal> {
-    Ok(&crate::graphql::context::req(ctx)?.actor.principal)
-}
-
-/// The caller, checked for `perm`, as the audit log will record it.
-pub fn actor(ctx: &Context<'_>, perm: Perm) -> AppResult<Actor> {
-    let actor = &crate::graphql::context::req(ctx)?.actor;
-    actor.principal.require(perm)?;
-    Ok(actor.clone())
 }
 
 #[cfg(test)]

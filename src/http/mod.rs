@@ -22,11 +22,11 @@ use tokio::sync::Semaphore;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::api::{AppSchema, execute};
 use crate::auth::{Actor, Authenticator, Principal};
-use crate::db::{Db, migrations_applied};
 use crate::error::AppError;
-use crate::graphql::{AppSchema, execute};
 use crate::live::Live;
+use crate::store::{Db, migrations_applied};
 
 /// Response header carrying the number of SQL statements the request issued.
 pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
@@ -62,7 +62,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            max_body_bytes: crate::graphql::Limits::default().max_body_bytes,
+            max_body_bytes: crate::api::Limits::default().max_body_bytes,
             rate_per_second: 100,
             rate_burst: 200,
             ws_keepalive: Duration::from_secs(15),
@@ -75,7 +75,7 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    pub fn from_env(limits: &crate::graphql::Limits) -> anyhow::Result<Self> {
+    pub fn from_env(limits: &crate::api::Limits) -> anyhow::Result<Self> {
         use crate::config::env_num;
         let d = HttpConfig::default();
         let keepalive = env_num("WS_KEEPALIVE_SECS", d.ws_keepalive.as_secs())?;

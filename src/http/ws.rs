@@ -24,10 +24,10 @@ use futures_util::{SinkExt, StreamExt, stream};
 use serde_json::json;
 
 use super::AppState;
+use crate::api::context::RequestCtx;
 use crate::auth::authenticator::Session;
 use crate::auth::{Actor, Principal};
 use crate::error::AppError;
-use crate::graphql::context::RequestCtx;
 
 /// Per-socket and per-caller WebSocket limits (see the README's "Limits and abuse").
 #[derive(Debug, Clone, Copy)]

@@ -15,18 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_graphql::Context;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use tokio::sync::broadcast;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use uuid::Uuid;
 
-use crate::db::Db;
-use crate::db::listen::{self, Heard};
 use crate::error::{AppError, AppResult};
-use crate::jobs::model::JobRow;
-use crate::sessions::model::SessionRow;
+use crate::store::Db;
+use crate::store::jobs::model::JobRow;
+use crate::store::listen::{self, Heard};
+use crate::store::sessions::model::SessionRow;
 
 /// Updates kept per watched row before a slow subscriber starts skipping.
 const BUFFER: usize = 16;
@@ -212,12 +211,6 @@ impl Live {
         }
         Ok(follow(first, rx))
     }
-}
-
-/// The `Live` hub of a subscription resolver.
-pub fn live<'a>(ctx: &Context<'a>) -> AppResult<&'a Live> {
-    ctx.data::<Live>()
-        .map_err(|_| AppError::internal("live updates are not configured"))
 }
 
 fn subscribe<R>(channels: &Channels<R>, id: Uuid) -> broadcast::Receiver<Update<R>> {
@@ -503,7 +496,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
         inner
             .loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::jobs::repo::by_ids(&mut conn, &job_ids)
+        crate::store::jobs::repo::by_ids(&mut conn, &job_ids)
             .await?
             .into_iter()
             .map(|r| (r.id, Arc::new(r)))
@@ -515,7 +508,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
         inner
             .loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::sessions::repo::by_ids(&mut conn, &session_ids)
+        crate::store::sessions::repo::by_ids(&mut conn, &session_ids)
             .await?
             .into_iter()
             .map(|r| (r.id, Arc::new(r)))

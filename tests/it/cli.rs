@@ -70,7 +70,7 @@ async fn migrate_revert_seed_and_schema() {
     let out = run(&t.url, &["schema"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        bughive_gateway::graphql::sdl()
+        bughive_gateway::api::sdl()
     );
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg, locate_bindir};
+use bughive_gateway::store::embedded::{EmbeddedOptions, EmbeddedPg, locate_bindir};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bughive-emb-{}-{name}", std::process::id()));

@@ -28,16 +28,16 @@ async fn an_exhausted_pool_is_unavailable_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_unavailable() {
-    let pool = bughive_gateway::db::build_pool(&bughive_gateway::config::DbConfig {
+    let pool = bughive_gateway::store::build_pool(&bughive_gateway::config::DbConfig {
         url: "host=/nonexistent-bughive-socket-dir user=nobody dbname=nothing".into(),
         pool_size: 2,
         pool_timeout_ms: 500,
         statement_timeout_ms: 1_000,
     })
     .expect("pool builds lazily");
-    let db = bughive_gateway::db::Db::new(pool);
-    let schema = bughive_gateway::graphql::build_schema();
-    let (resp, _) = bughive_gateway::graphql::execute(
+    let db = bughive_gateway::store::Db::new(pool);
+    let schema = bughive_gateway::api::build_schema();
+    let (resp, _) = bughive_gateway::api::execute(
         &schema,
         &db,
         crate::harness::anonymous_admin(),

@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bughive_gateway::api::{AppSchema, build_schema, execute};
 use bughive_gateway::auth::authenticator::DEV_SUBJECT;
 use bughive_gateway::auth::jwt::JwtConfig;
 use bughive_gateway::auth::{Actor, Authenticator, Principal, Role};
 use bughive_gateway::config::DbConfig;
-use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
-use bughive_gateway::db::{Db, build_pool, run_migrations};
-use bughive_gateway::graphql::{AppSchema, build_schema, execute};
 use bughive_gateway::http::{AppState, HttpConfig, router};
 use bughive_gateway::live::Live;
+use bughive_gateway::store::embedded::{EmbeddedOptions, EmbeddedPg};
+use bughive_gateway::store::{Db, build_pool, run_migrations};
 use serde_json::Value;
 
 pub struct Cluster {
@@ -229,9 +229,9 @@ impl TestDb {
     /// The user of `subject` with `role` (provisioned like a first request would).
     pub async fn user(&self, subject: &str, role: Role) -> Principal {
         let mut conn = self.db.conn().await.expect("conn");
-        let row = bughive_gateway::users::repo::provision(
+        let row = bughive_gateway::store::users::repo::provision(
             &mut conn,
-            bughive_gateway::users::repo::NewUser {
+            bughive_gateway::store::users::repo::NewUser {
                 subject: subject.into(),
                 email: None,
                 display_name: None,

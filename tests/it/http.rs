@@ -161,14 +161,14 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 503);
 
     // Database unreachable: not ready, but alive.
-    let pool = bughive_gateway::db::build_pool(&bughive_gateway::config::DbConfig {
+    let pool = bughive_gateway::store::build_pool(&bughive_gateway::config::DbConfig {
         url: "host=/nonexistent-bughive dbname=x user=x".into(),
         pool_size: 1,
         pool_timeout_ms: 200,
         statement_timeout_ms: 1000,
     })
     .expect("pool");
-    let db = bughive_gateway::db::Db::new(pool);
+    let db = bughive_gateway::store::Db::new(pool);
     let live = bughive_gateway::live::Live::start(
         "host=/nonexistent-bughive dbname=x user=x".into(),
         db.clone(),
@@ -278,13 +278,9 @@ async fn large_answers_stream_as_exact_json() {
     let query = "{ sessions { nodes { id pages(first: 50) { nodes { id url bugs { nodes { id title priority } } } } } } }";
     let in_process = {
         let req = async_graphql::Request::new(query);
-        let (resp, _) = bughive_gateway::graphql::execute(
-            &t.schema,
-            &t.db,
-            crate::harness::anonymous_admin(),
-            req,
-        )
-        .await;
+        let (resp, _) =
+            bughive_gateway::api::execute(&t.schema, &t.db, crate::harness::anonymous_admin(), req)
+                .await;
         assert!(resp.errors.is_empty(), "{:?}", resp.errors);
         assert!(resp.to_chunks().chunks.len() > 3, "fragments are shared");
         resp.to_json()

@@ -473,7 +473,7 @@ async fn expired_leases_are_reaped_once_even_by_concurrent_reapers() {
         .map(|_| {
             let db = t.db.clone();
             tokio::spawn(async move {
-                bughive_gateway::jobs::reaper::reap_all(&db)
+                bughive_gateway::store::jobs::reaper::reap_all(&db)
                     .await
                     .map_err(|e| e.message())
             })
@@ -524,7 +524,7 @@ async fn a_worker_whose_lease_expired_cannot_finish_the_next_run() {
         .batch_execute("UPDATE jobs SET lease_expires_at = now() - interval '1 second'")
         .await
         .expect("expire");
-    bughive_gateway::jobs::reaper::reap_all(&t.db)
+    bughive_gateway::store::jobs::reaper::reap_all(&t.db)
         .await
         .map_err(|e| e.message())
         .expect("reap");

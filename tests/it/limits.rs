@@ -1,6 +1,6 @@
 //! Query limits, body size, introspection and the per-caller rate limit.
 
-use bughive_gateway::graphql::{Limits, build_schema_with};
+use bughive_gateway::api::{Limits, build_schema_with};
 use bughive_gateway::http::HttpConfig;
 use serde_json::json;
 

@@ -373,7 +373,7 @@ async fn spawn_replica(url: &str) -> (std::net::SocketAddr, std::process::Child)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_recover_when_postgres_restarts() {
-    use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
+    use bughive_gateway::store::embedded::{EmbeddedOptions, EmbeddedPg};
     let dir = std::env::temp_dir().join(format!("bughive-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -381,7 +381,7 @@ async fn subscribers_recover_when_postgres_restarts() {
     let pg = EmbeddedPg::start(&opts).expect("own cluster");
     pg.ensure_database("app").await.expect("db");
     let url = pg.url("app");
-    bughive_gateway::db::run_migrations(&url)
+    bughive_gateway::store::run_migrations(&url)
         .await
         .expect("migrate");
     let t = TestDb::on_url(url.clone());

@@ -1,4 +1,4 @@
-//! Migrations are reversible, and `src/db/schema.rs` matches what they create.
+//! Migrations are reversible, and `src/store/schema.rs` matches what they create.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ type Columns = Vec<(String, String, bool)>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_go_down_and_up_again() {
     let t = TestDb::new().await;
-    let (down, up) = bughive_gateway::db::redo_all_migrations(&t.url)
+    let (down, up) = bughive_gateway::store::redo_all_migrations(&t.url)
         .await
         .expect("redo");
     assert!(down >= 1);
@@ -21,7 +21,7 @@ async fn migrations_go_down_and_up_again() {
         2
     );
     assert!(
-        bughive_gateway::db::migrations_applied(&t.db)
+        bughive_gateway::store::migrations_applied(&t.db)
             .await
             .expect("check")
     );
@@ -79,7 +79,7 @@ async fn adding_ownership_keeps_existing_sessions_valid() {
     let t = TestDb::new().await;
     // Back to before users and audit (the delete and user-change notifications came after).
     for _ in 0..3 {
-        bughive_gateway::db::revert_last_migration(&t.url)
+        bughive_gateway::store::revert_last_migration(&t.url)
             .await
             .expect("revert");
     }
@@ -92,7 +92,7 @@ async fn adding_ownership_keeps_existing_sessions_valid() {
         .batch_execute("INSERT INTO crawl_sessions (id, base_url) VALUES ('00000000-0000-0000-0000-0000000000aa', 'https://old.test/')")
         .await
         .expect("a session from before ownership");
-    bughive_gateway::db::run_migrations(&t.url)
+    bughive_gateway::store::run_migrations(&t.url)
         .await
         .expect("migrate again");
     assert_eq!(
@@ -185,7 +185,7 @@ fn diesel_type(pg: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_rs_matches_the_migrations() {
     let t = TestDb::new().await;
-    let declared = parse_schema_rs(include_str!("../../src/db/schema.rs"));
+    let declared = parse_schema_rs(include_str!("../../src/store/schema.rs"));
     let rows = t
         .raw()
         .await
@@ -206,7 +206,7 @@ async fn schema_rs_matches_the_migrations() {
     }
     assert_eq!(
         declared, actual,
-        "src/db/schema.rs is stale: run `diesel migration run && diesel print-schema` against a scratch database (see diesel.toml)"
+        "src/store/schema.rs is stale: run `diesel migration run && diesel print-schema` against a scratch database (see diesel.toml)"
     );
 
     // Where the diesel CLI is installed (CI installs it), compare its exact output too.
@@ -228,8 +228,8 @@ async fn schema_rs_matches_the_migrations() {
         );
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            include_str!("../../src/db/schema.rs"),
-            "src/db/schema.rs differs from `diesel print-schema`; regenerate it"
+            include_str!("../../src/store/schema.rs"),
+            "src/store/schema.rs differs from `diesel print-schema`; regenerate it"
         );
     } else {
         eprintln!("diesel CLI not installed: compared schema.rs structurally only");

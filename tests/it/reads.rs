@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use bughive_gateway::bugs::model::{BugPriority, BugStatus};
-use bughive_gateway::pages::model::PageStatus;
 use bughive_gateway::seed::{self, SeedPlan};
+use bughive_gateway::store::bugs::model::{BugPriority, BugStatus};
+use bughive_gateway::store::pages::model::PageStatus;
 use serde_json::{Value, json};
 
 use crate::harness::{TestDb, code, seeded};
@@ -406,7 +406,7 @@ async fn response_keys_follow_the_selection_order() {
              fragment S on CrawlSession { status pages { totalCount nodes { url bugs { totalCount nodes { title } } } } id }";
     let req = async_graphql::Request::new(q);
     let (resp, _) =
-        bughive_gateway::graphql::execute(&t.schema, &t.db, crate::harness::anonymous_admin(), req)
+        bughive_gateway::api::execute(&t.schema, &t.db, crate::harness::anonymous_admin(), req)
             .await;
     assert!(resp.errors.is_empty(), "{:?}", resp.errors);
     let text = String::from_utf8(resp.to_json()).expect("utf-8");
@@ -430,7 +430,7 @@ async fn response_keys_follow_the_selection_order() {
     );
 
     // Anonymous operations and aliases too.
-    let (resp, _) = bughive_gateway::graphql::execute(
+    let (resp, _) = bughive_gateway::api::execute(
         &t.schema,
         &t.db,
         crate::harness::anonymous_admin(),
@@ -527,7 +527,7 @@ async fn errors_inside_fast_lists_match_the_generic_path() {
 /// for field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_decode_by_position_or_by_name_alike() {
-    use bughive_gateway::bugs::model::BugRow;
+    use bughive_gateway::store::bugs::model::BugRow;
     use diesel_async::RunQueryDsl;
     let (t, _) = seeded(1, 1, 3).await;
     let mut conn = t.db.conn().await.expect("conn");

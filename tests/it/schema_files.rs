@@ -4,7 +4,7 @@
 fn schema_graphql_is_up_to_date() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
-    let current = bughive_gateway::graphql::sdl();
+    let current = bughive_gateway::api::sdl();
     assert!(
         committed == current,
         "schema.graphql is out of date: regenerate it with `cargo run -- schema > schema.graphql`"
@@ -13,7 +13,7 @@ fn schema_graphql_is_up_to_date() {
 
 #[test]
 fn schema_keeps_the_public_contract() {
-    let sdl = bughive_gateway::graphql::sdl();
+    let sdl = bughive_gateway::api::sdl();
     for needle in [
         "session(id: UUID!): CrawlSession",
         "sessions(first: Int = 20, after: String, status: SessionStatus, baseUrl: String): CrawlSessionConnection!",

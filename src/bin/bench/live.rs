@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bughive_gateway::db::embedded::EmbeddedPg;
-use bughive_gateway::db::run_migrations;
+use bughive_gateway::store::embedded::EmbeddedPg;
+use bughive_gateway::store::run_migrations;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;

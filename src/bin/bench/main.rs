@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bughive_gateway::db::embedded::{EmbeddedOptions, EmbeddedPg};
-use bughive_gateway::db::run_migrations;
 use bughive_gateway::seed::{self, SeedPlan};
+use bughive_gateway::store::embedded::{EmbeddedOptions, EmbeddedPg};
+use bughive_gateway::store::run_migrations;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -592,7 +592,7 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         }
     };
     {
-        let db = bughive_gateway::db::Db::new(bughive_gateway::db::build_pool(
+        let db = bughive_gateway::store::Db::new(bughive_gateway::store::build_pool(
             &bughive_gateway::config::DbConfig {
                 url: url.clone(),
                 pool_size: 2,

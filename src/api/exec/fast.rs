@@ -1,0 +1,373 @@
+//! A leaner resolver for the objects that lists return by the thousand (bugs and pages).
+//!
+//! async-graphql resolves every field of every object as a boxed future inside a
+//! `FuturesUnordered` of its own, even a field that only copies a column, and builds the answer
+//! as a tree of `Value`s (an `IndexMap` per object, a `String` per text column) that is then
+//! serialized and freed. For the load benchmark's Q1 that is about 20,000 futures and 3,000
+//! maps per request, and the profile was dominated by their allocation.
+//!
+//! Here the plain columns of a selection are read straight from the row, in selection order,
+//! and only the fields that need the database (or arguments) go through the generated resolver,
+//! concurrently, so a level still becomes one batch. A connection's `nodes` list of such objects
+//! is written directly as JSON into one buffer and handed up as a `Value::Binary` fragment,
+//! which the response writer (`exec::json`) splices in. That happens only for requests whose
+//! response that writer serializes (`RequestCtx::raw_json`); other requests get ordinary
+//! `Value`s. Selections with fragments, directives or a response key selected twice take the
+//! generic path unchanged.
+
+use std::future::Future;
+
+use async_graphql::parser::types::{Field, Selection};
+use async_graphql::resolver_utils::{ContainerType, EnumType, resolve_container};
+use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value};
+use uuid::Uuid;
+
+use super::json;
+use super::order;
+use crate::api::context::RequestCtx;
+
+/// A plain column of a row, borrowed, so the JSON path copies nothing it does not write.
+pub enum Leaf<'a> {
+    Null,
+    Str(&'a str),
+    Uuid(Uuid),
+    /// A GraphQL enum value's name.
+    Enum(&'static str),
+    Float(f64),
+    /// Anything rarer, as async-graphql converts it.
+    Other(Value),
+}
+
+impl<'a> Leaf<'a> {
+    pub fn opt_str(v: &'a Option<String>) -> Self {
+        v.as_deref().map_or(Leaf::Null, Leaf::Str)
+    }
+
+    /// An enum value under its GraphQL name.
+    pub fn enumeration<E: EnumType>(v: E) -> Self {
+        E::items()
+            .iter()
+            .find(|item| item.value == v)
+            .map_or(Leaf::Null, |item| Leaf::Enum(item.name))
+    }
+
+    /// The value async-graphql's generated resolver would produce.
+    fn into_value(self) -> Value {
+        match self {
+            Leaf::Null => Value::Null,
+            Leaf::Str(s) => Value::String(s.to_owned()),
+            Leaf::Uuid(u) => Value::String(u.to_string()),
+            Leaf::Enum(name) => Value::Enum(Name::new(name)),
+            Leaf::Float(f) => async_graphql::Number::from_f64(f).map_or(Value::Null, Value::Number),
+            Leaf::Other(v) => v,
+        }
+    }
+
+    /// The same value as JSON.
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Leaf::Null => out.extend_from_slice(b"null"),
+            Leaf::Str(s) => json::write_str(s, out),
+            Leaf::Uuid(u) => {
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                out.push(b'"');
+                out.extend_from_slice(u.hyphenated().encode_lower(&mut buf).as_bytes());
+                out.push(b'"');
+            }
+            Leaf::Enum(name) => json::write_str(name, out),
+            // serde_json writes a non-finite float as null, as `into_value` makes it.
+            Leaf::Float(f) => json::write_serde(f, out),
+            Leaf::Other(v) => json::write_value(v, out),
+        }
+    }
+}
+
+/// An object type with a fast path: a row newtype whose plain columns are [`Leaf`]s and whose
+/// other fields are resolved by `Fields`, the `#[Object]` over the same row.
+pub trait FastObject: OutputType + Sized {
+    type Fields: ContainerType + Send + Sync;
+    const NAME: &'static str;
+    fn fields(&self) -> Self::Fields;
+    /// The value of a plain column by its GraphQL name, or `None` for any other field.
+    fn leaf(&self, name: &str) -> Option<Leaf<'_>>;
+}
+
+/// What a selection's field is, decided once per object or list.
+enum Slot<'a> {
+    Typename,
+    Leaf(&'a str),
+    Resolved(&'a Positioned<Field>),
+}
+
+/// The selection as response keys and slots, or `None` when it needs the generic path.
+fn plain_selection<'a, T: FastObject>(
+    ctx: &ContextSelectionSet<'a>,
+    sample: &T,
+) -> Option<Vec<(&'a Name, Slot<'a>)>> {
+    let items = &ctx.item.node.items;
+    let mut out: Vec<(&Name, Slot)> = Vec::with_capacity(items.len());
+    for sel in items {
+        let Selection::Field(field) = &sel.node else {
+            return None;
+        };
+        if !field.node.directives.is_empty() {
+            return None;
+        }
+        let key = &field.node.response_key().node;
+        // A response key selected twice (`page { id } page { url }`) needs async-graphql's merge
+        // of the two selections.
+        if out.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        let name = field.node.name.node.as_str();
+        let slot = if name == "__typename" {
+            Slot::Typename
+        } else if field.node.arguments.is_empty() && sample.leaf(name).is_some() {
+            Slot::Leaf(name)
+        } else {
+            Slot::Resolved(field)
+        };
+        out.push((key, slot));
+    }
+    Some(out)
+}
+
+/// Resolves one object for the selection in `ctx`.
+pub async fn resolve_object<T: FastObject>(
+    ctx: &ContextSelectionSet<'_>,
+    obj: &T,
+) -> ServerResult<Value> {
+    let fields = obj.fields();
+    let Some(plan) = plain_selection(ctx, obj) else {
+        return resolve_container(ctx, &fields).await;
+    };
+    let mut out = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
+    let mut pending = Vec::new();
+    for (key, slot) in &plan {
+        let value = match slot {
+            Slot::Typename => Value::String(T::NAME.to_owned()),
+            Slot::Leaf(name) => obj.leaf(name).map_or(Value::Null, Leaf::into_value),
+            Slot::Resolved(field) => {
+                pending.push(resolve_one(ctx, &fields, field, (*key).clone()));
+                // Keep the key's position; the value arrives below.
+                Value::Null
+            }
+        };
+        out.insert((*key).clone(), value);
+    }
+    for (key, result) in futures_util::future::join_all(pending).await {
+        match result {
+            Ok(v) => {
+                out.insert(key, v);
+            }
+            Err(e) => {
+                // As async-graphql does: the error is reported and the field left out.
+                out.shift_remove(&key);
+                ctx.add_error(e);
+            }
+        }
+    }
+    // As async-graphql does: an object none of whose fields resolved is null.
+    if out.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Resolves a list of objects: as one JSON fragment when the request allows it and the
+/// selection is plain, else item by item as async-graphql does.
+pub async fn resolve_list<T: FastObject>(
+    items: Vec<&T>,
+    ctx: &ContextSelectionSet<'_>,
+    field: &Positioned<Field>,
+) -> ServerResult<Value> {
+    let raw = ctx.data_opt::<RequestCtx>().is_some_and(|r| r.raw_json);
+    let plan = match items.first() {
+        _ if !raw => None,
+        None => return Ok(Value::Binary(bytes::Bytes::from_static(b"[]"))),
+        Some(first) => plain_selection(ctx, *first),
+    };
+    let Some(plan) = plan else {
+        let len = items.len();
+        return async_graphql::resolver_utils::resolve_list(ctx, field, items, Some(len)).await;
+    };
+    let resolved: Vec<&Positioned<Field>> = plan
+        .iter()
+        .filter_map(|(_, slot)| match slot {
+            Slot::Resolved(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    // Every item's relations are requested before any is awaited, so each relation of the
+    // whole list is one loader batch. Errors carry their item's path.
+    let (item_ctxs, fields): (Vec<_>, Vec<_>) = if resolved.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (0..items.len())
+            .map(|i| ctx.with_index(i))
+            .zip(items.iter().map(|item| item.fields()))
+            .unzip()
+    };
+    let mut pending = Vec::with_capacity(items.len() * resolved.len());
+    for (item_ctx, item_fields) in item_ctxs.iter().zip(&fields) {
+        for f in &resolved {
+            pending.push(resolve_one(item_ctx, item_fields, f, Name::new("")));
+        }
+    }
+    let results = futures_util::future::join_all(pending).await;
+    let nested: usize = results
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(0, json::size_hint))
+        .sum();
+    let mut results = results.into_iter();
+    // The resolved values are objects async-graphql built, in completion order; the response's
+    // reordering pass cannot see inside this fragment, so they are put in order here.
+    let orders: Vec<order::Plan> = resolved
+        .iter()
+        .map(|f| order::Plan::new(&ctx.query_env.fragments, &[&f.node.selection_set.node]))
+        .collect();
+
+    // Nested lists are fragments of known size; plain fields are estimated, and the estimate is
+    // corrected after the first item, so the buffer grows at most once or twice.
+    let mut out = Vec::with_capacity(2 + nested + items.len() * (2 + plan.len() * 32));
+    out.push(b'[');
+    let mut first_nested = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        out.push(b'{');
+        let mut written = 0usize;
+        let mut order = orders.iter();
+        for (key, slot) in &plan {
+            let mut value = None;
+            match slot {
+                Slot::Resolved(_) => {
+                    let plan = order.next();
+                    match results.next() {
+                        Some((_, Ok(mut v))) => {
+                            if let Some(plan) = plan {
+                                plan.apply(&mut v);
+                            }
+                            value = Some(v);
+                        }
+                        Some((_, Err(e))) => {
+                            // As async-graphql does: the error is reported and the field left out.
+                            ctx.add_error(e);
+                            continue;
+                        }
+                        None => continue,
+                    }
+                }
+                Slot::Typename | Slot::Leaf(_) => {}
+            }
+            if written > 0 {
+                out.push(b',');
+            }
+            written += 1;
+            json::write_str(key, &mut out);
+            out.push(b':');
+            match (slot, value) {
+                (_, Some(v)) => {
+                    if i == 0 {
+                        first_nested += json::size_hint(&v);
+                    }
+                    json::write_value(&v, &mut out)
+                }
+                (Slot::Typename, _) => json::write_str(T::NAME, &mut out),
+                (Slot::Leaf(name), _) => item.leaf(name).unwrap_or(Leaf::Null).write(&mut out),
+                (Slot::Resolved(_), None) => out.extend_from_slice(b"null"),
+            }
+        }
+        if written == 0 {
+            // As async-graphql does: an object none of whose fields resolved is null.
+            out.truncate(start);
+            out.extend_from_slice(b"null");
+        } else {
+            out.push(b'}');
+        }
+        if i == 0 {
+            let plain = (out.len() - 1).saturating_sub(first_nested);
+            out.reserve((plain + 1) * (items.len() - 1) + nested.saturating_sub(first_nested) + 1);
+        }
+    }
+    out.push(b']');
+    Ok(Value::Binary(out.into()))
+}
+
+// Written out as `impl Future` on purpose: with `async fn` the compiler cannot prove the
+// future `Send` through the recursion Page -> bugs -> Bug -> page -> Page (a cycle error).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn makes the recursive Send proof cyclic"
+)]
+fn resolve_one<'a, T: ContainerType + Sync>(
+    ctx: &'a ContextSelectionSet<'a>,
+    fields: &'a T,
+    field: &'a Positioned<Field>,
+    key: Name,
+) -> impl Future<Output = (Name, ServerResult<Value>)> + Send + 'a {
+    async move {
+        let ctx_field = ctx.with_field(field);
+        let result = fields
+            .resolve_field(&ctx_field)
+            .await
+            .map(Option::unwrap_or_default);
+        (key, result)
+    }
+}
+
+/// Implements [`FastObject`], `OutputType` and `ListItem` for `$ty` (a newtype over an `Arc` of
+/// a row): `$fields`, the `#[Object]` over the same row, supplies the type information and the
+/// resolvers of relations; `$leaf` maps a field name to a plain column ([`Leaf`]).
+macro_rules! fast_output_type {
+    ($ty:ident, $fields:ident, $name:literal, |$row:ident, $field:ident| $leaf:expr) => {
+        impl $crate::api::exec::fast::FastObject for $ty {
+            type Fields = $fields;
+            const NAME: &'static str = $name;
+
+            fn fields(&self) -> $fields {
+                $fields(self.0.clone())
+            }
+
+            fn leaf(&self, $field: &str) -> Option<$crate::api::exec::fast::Leaf<'_>> {
+                let $row = &*self.0;
+                $leaf
+            }
+        }
+
+        impl async_graphql::OutputType for $ty {
+            fn type_name() -> std::borrow::Cow<'static, str> {
+                <$fields as async_graphql::OutputType>::type_name()
+            }
+
+            fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+                <$fields as async_graphql::OutputType>::create_type_info(registry)
+            }
+
+            async fn resolve(
+                &self,
+                ctx: &async_graphql::ContextSelectionSet<'_>,
+                _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+            ) -> async_graphql::ServerResult<async_graphql::Value> {
+                $crate::api::exec::fast::resolve_object(ctx, self).await
+            }
+        }
+
+        impl $crate::api::connection::ListItem for $ty {
+            fn resolve_nodes<'a>(
+                items: Vec<&'a Self>,
+                ctx: &'a async_graphql::ContextSelectionSet<'a>,
+                field: &'a async_graphql::Positioned<async_graphql::parser::types::Field>,
+            ) -> impl std::future::Future<
+                Output = async_graphql::ServerResult<async_graphql::Value>,
+            > + Send
+            + 'a {
+                $crate::api::exec::fast::resolve_list(items, ctx, field)
+            }
+        }
+    };
+}
+
+pub(crate) use fast_output_type;

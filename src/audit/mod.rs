@@ -1,5 +1,0 @@
-//! The immutable audit log: one row per mutation, written in the mutation's own transaction.
-
-pub mod graphql;
-pub mod model;
-pub mod repo;

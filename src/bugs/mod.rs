@@ -1,7 +1,0 @@
-//! Bugs found on pages: evidence, confidence, lifecycle, and per-session statistics.
-
-pub mod evidence;
-pub mod graphql;
-pub mod loaders;
-pub mod model;
-pub mod repo;

@@ -1,6 +1,0 @@
-//! Crawl sessions: the root of the crawl → pages → bugs graph.
-
-pub mod graphql;
-pub mod loaders;
-pub mod model;
-pub mod repo;

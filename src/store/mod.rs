@@ -1,0 +1,357 @@
+//! Everything that speaks SQL, and nothing that speaks GraphQL or HTTP.
+//!
+//! Shared parts: the pool and per-request statement counting (here), migrations, the embedded
+//! PostgreSQL default, a cacheable raw-SQL builder (`sql`), keyset paging (`page`), the one
+//! visibility predicate (`scope`), lifecycles as data (`lifecycle`) and the request's batched
+//! reads with their one child-list loader (`batch`). Each entity is a folder: its rows and
+//! enums (`model`), its queries and writes (`repo`) and the keys of its batched reads.
+
+pub mod audit;
+pub mod batch;
+pub mod bugs;
+pub mod embedded;
+pub mod enums;
+pub mod jobs;
+pub mod json;
+pub mod lifecycle;
+pub mod listen;
+pub mod page;
+pub mod pages;
+pub mod row;
+pub mod schema;
+pub mod scope;
+pub mod sessions;
+pub mod sql;
+pub mod users;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+use crate::config::DbConfig;
+use crate::error::{AppError, AppResult};
+
+pub type Pool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+pub type PoolError = diesel_async::pooled_connection::deadpool::PoolError;
+pub type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// The client settings of every connection the gateway opens. `statement_timeout` travels in
+/// the startup packet, so it costs no extra round trip and holds for every statement.
+pub fn pg_config(
+    url: &str,
+    statement_timeout_ms: u64,
+    application_name: &str,
+) -> diesel::ConnectionResult<tokio_postgres::Config> {
+    let mut cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+    let mut options = cfg.get_options().unwrap_or_default().to_string();
+    if statement_timeout_ms > 0 {
+        options.push_str(&format!(" -c statement_timeout={statement_timeout_ms}"));
+    }
+    cfg.options(options.trim());
+    if cfg.get_application_name().is_none() {
+        cfg.application_name(application_name);
+    }
+    Ok(cfg)
+}
+
+/// Opens one pooled-style connection with the gateway's session settings.
+pub async fn connect(
+    url: &str,
+    statement_timeout_ms: u64,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let cfg = pg_config(url, statement_timeout_ms, "bughive-gateway")?;
+    let (client, connection) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// Builds the deadpool pool. Every timeout is bounded so an exhausted or unreachable database
+/// surfaces as `UNAVAILABLE` instead of a request that hangs.
+pub fn build_pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
+    let timeout = cfg.statement_timeout_ms;
+    let mut mc = ManagerConfig::default();
+    mc.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        async move { connect(&url, timeout).await }.boxed()
+    });
+    // Fast recycling skips a round trip per checkout; broken connections are dropped on error.
+    mc.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&cfg.url, mc);
+    let t = Some(Duration::from_millis(cfg.pool_timeout_ms));
+    let pool = Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .wait_timeout(t)
+        .create_timeout(t)
+        .recycle_timeout(t)
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()?;
+    Ok(pool)
+}
+
+/// Statements issued on behalf of one request, counted by diesel's instrumentation hook on each
+/// connection the request checks out. Tests and the benchmark read it to prove batching.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    statements: AtomicU64,
+}
+
+impl QueryStats {
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+struct Counting(Arc<QueryStats>);
+
+impl Instrumentation for Counting {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0.statements.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(target: "bughive::sql", %query);
+        }
+    }
+}
+
+/// The pool plus the statement counter of the request (or task) that uses it.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    stats: Arc<QueryStats>,
+}
+
+impl Db {
+    pub fn new(pool: Pool) -> Self {
+        Db {
+            pool,
+            stats: Arc::default(),
+        }
+    }
+
+    /// A handle sharing the pool but counting into a fresh counter.
+    pub fn scoped(&self) -> Self {
+        Db::new(self.pool.clone())
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn stats(&self) -> &Arc<QueryStats> {
+        &self.stats
+    }
+
+    /// Checks a connection out and points its instrumentation at this handle's counter.
+    pub async fn conn(&self) -> AppResult<Conn> {
+        let mut conn = self.pool.get().await?;
+        conn.set_instrumentation(Counting(self.stats.clone()));
+        Ok(conn)
+    }
+}
+
+/// Applies pending migrations on a dedicated connection. Runs at start-up only.
+pub async fn run_migrations(url: &str) -> anyhow::Result<usize> {
+    let conn = connect(url, 0).await?;
+    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+    let applied = tokio::task::spawn_blocking(move || {
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+    })
+    .await??;
+    Ok(applied)
+}
+
+/// Reverts the newest applied migration and returns its version.
+pub async fn revert_last_migration(url: &str) -> anyhow::Result<String> {
+    let conn = connect(url, 0).await?;
+    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+    tokio::task::spawn_blocking(move || {
+        harness
+            .revert_last_migration(MIGRATIONS)
+            .map(|v| v.to_string())
+            .map_err(|e| anyhow::anyhow!("revert failed: {e}"))
+    })
+    .await?
+}
+
+/// Reverts every migration and applies them again; proves each `down.sql` undoes its `up.sql`.
+pub async fn redo_all_migrations(url: &str) -> anyhow::Result<(usize, usize)> {
+    let conn = connect(url, 0).await?;
+    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+    tokio::task::spawn_blocking(move || {
+        let down = harness
+            .revert_all_migrations(MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("revert failed: {e}"))?
+            .len();
+        let up = harness
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?
+            .len();
+        Ok((down, up))
+    })
+    .await?
+}
+
+/// True when every embedded migration has been applied; `/ready` reports it.
+pub async fn migrations_applied(db: &Db) -> AppResult<bool> {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let versions: Vec<String> =
+        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .map_err(AppError::internal)?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+    let mut conn = db.conn().await?;
+    let n: N = diesel::sql_query(
+        "SELECT count(*) AS n FROM __diesel_schema_migrations WHERE version = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(&versions)
+    .get_result(&mut conn)
+    .await
+    .map_err(AppError::from)?;
+    Ok(n.n as usize == versions.len())
+}
+
+/// Runs a write path to completion even if the request future that started it is dropped.
+///
+/// A client disconnect cancels its request future; cancelling diesel-async mid-transaction can leave
+/// the connection with an open transaction (diesel_async#198). Spawning the write makes it finish
+/// (commit or roll back) on its own task while the caller merely awaits the result.
+pub async fn run_detached<T, F>(fut: F) -> AppResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = AppResult<T>> + Send + 'static,
+{
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| AppError::internal(format!("write task failed: {e}")))?
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match e {
+            E::DatabaseError(K::UniqueViolation, info) => AppError::Conflict(info.message().into()),
+            E::DatabaseError(K::CheckViolation | K::NotNullViolation, info) => {
+                AppError::bad_input(info.message())
+            }
+            // No SQLSTATE: the connection broke mid-request (server restart, network).
+            E::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, info) => {
+                AppError::Unavailable(format!("database connection lost: {}", info.message()))
+            }
+            // Class 57 (operator intervention): an administrator or crash ended the backend, or
+            // the server is shutting down, starting up or in recovery.
+            E::DatabaseError(_, ref info)
+                if ["terminating connection", "the database system is"]
+                    .iter()
+                    .any(|m| info.message().starts_with(m)) =>
+            {
+                AppError::Unavailable(info.message().into())
+            }
+            // 57014 query_canceled: statement_timeout fired.
+            E::DatabaseError(_, ref info) if info.message().contains("statement timeout") => {
+                AppError::Unavailable("database statement timed out".into())
+            }
+            E::NotFound => AppError::NotFound {
+                entity: "row",
+                id: String::new(),
+            },
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl From<PoolError> for AppError {
+    fn from(e: PoolError) -> Self {
+        use deadpool::managed::PoolError as P;
+        match e {
+            P::Timeout(_) => AppError::Unavailable("database pool exhausted".into()),
+            P::Backend(e) => AppError::Unavailable(format!("database unreachable: {e}")),
+            P::Closed => AppError::Unavailable("database pool closed".into()),
+            other => AppError::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::AppError;
+
+    #[test]
+    fn database_errors_map_to_client_codes() {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        let db = |kind, msg: &str| E::DatabaseError(kind, Box::new(msg.to_owned()));
+        assert_eq!(
+            AppError::from(db(K::UniqueViolation, "dup")).code(),
+            "CONFLICT"
+        );
+        assert_eq!(
+            AppError::from(db(K::CheckViolation, "check")).code(),
+            "BAD_USER_INPUT"
+        );
+        assert_eq!(
+            AppError::from(db(K::ClosedConnection, "gone")).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(
+            AppError::from(db(
+                K::Unknown,
+                "canceling statement due to statement timeout"
+            ))
+            .code(),
+            "UNAVAILABLE"
+        );
+        for cut_off in [
+            "terminating connection due to administrator command",
+            "terminating connection because of crash of another server process",
+            "the database system is shutting down",
+        ] {
+            assert_eq!(
+                AppError::from(db(K::Unknown, cut_off)).code(),
+                "UNAVAILABLE",
+                "{cut_off}"
+            );
+        }
+        assert_eq!(
+            AppError::from(db(K::UnableToSendCommand, "connection closed")).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(AppError::from(E::NotFound).code(), "NOT_FOUND");
+        assert_eq!(
+            AppError::from(db(K::Unknown, "syntax error")).code(),
+            "INTERNAL"
+        );
+    }
+
+    #[test]
+    fn pool_errors_are_unavailable() {
+        use deadpool::managed::TimeoutType;
+        assert_eq!(
+            AppError::from(PoolError::Timeout(TimeoutType::Wait)).code(),
+            "UNAVAILABLE"
+        );
+        assert_eq!(AppError::from(PoolError::Closed).code(), "UNAVAILABLE");
+    }
+}

@@ -1,7 +1,0 @@
-//! Users provisioned from the identity provider, their roles, and projects (whose sessions their
-//! owners may see and change).
-
-pub mod graphql;
-pub mod loaders;
-pub mod model;
-pub mod repo;
