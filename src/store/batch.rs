@@ -1,14 +1,16 @@
 //! The request's batched reads: a [`Reader`] (the request's database handle and what its caller
-//! may see) answers every key of a level at once ([`Fetch`]), and the one child-list loader
-//! answers every "children of these parents" list, whatever the entity, with one LATERAL
-//! statement per level ([`ListKey`], [`CountKey`]).
+//! may see) answers every key of a level at once ([`Fetch`]). Two generic loaders serve every
+//! entity: rows by id ([`Id`], for any [`ById`] row), and the one child-list loader, which
+//! answers every "children of these parents" list with one LATERAL statement per level
+//! ([`ListKey`], [`CountKey`], for any [`Parent`] declared with [`parents!`]).
 //!
 //! Nothing here knows GraphQL: the API adapts [`Fetch`] to its DataLoader in one place.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use diesel::QueryableByName;
@@ -21,10 +23,10 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::error::AppResult;
-use crate::store::Db;
 use crate::store::page::{Direction, Keyed, Window};
 use crate::store::scope::Scope;
 use crate::store::sql::{Bind, Sql};
+use crate::store::{Conn, Db};
 
 /// What a request reads with: its database handle (which counts its statements) and the scope
 /// of its caller, which every by-id read filters by.
@@ -40,6 +42,70 @@ pub trait Fetch<K>: Send + Sync {
     type Value: Send + Sync + Clone + 'static;
 
     fn fetch(&self, keys: &[K]) -> impl Future<Output = AppResult<HashMap<K, Self::Value>>> + Send;
+}
+
+/// A row that can be looked up by id.
+pub trait ById: Send + Sync + Sized + 'static {
+    fn id(&self) -> Uuid;
+
+    /// The rows of these ids that the scope may see, in any order.
+    fn by_ids(
+        conn: &mut Conn,
+        scope: &Scope,
+        ids: &[Uuid],
+    ) -> impl Future<Output = AppResult<Vec<Self>>> + Send;
+}
+
+/// The key of a row of type `R` looked up by id (`page(id)`, `Bug.session`, `Page.parent`).
+pub struct Id<R>(pub Uuid, PhantomData<fn() -> R>);
+
+impl<R> Id<R> {
+    pub fn new(id: Uuid) -> Self {
+        Id(id, PhantomData)
+    }
+}
+
+// Derives would require `R` itself to be `Clone`, `Eq`, `Hash`: the key is only its id.
+impl<R> Clone for Id<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Id<R> {}
+
+impl<R> PartialEq for Id<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<R> Eq for Id<R> {}
+
+impl<R> Hash for Id<R> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl<R> Debug for Id<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Id({})", self.0)
+    }
+}
+
+impl<R: ById> Fetch<Id<R>> for Reader {
+    type Value = Arc<R>;
+
+    async fn fetch(&self, keys: &[Id<R>]) -> AppResult<HashMap<Id<R>, Arc<R>>> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let mut conn = self.db.conn().await?;
+        let rows = R::by_ids(&mut conn, &self.scope, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (Id::new(r.id()), Arc::new(r)))
+            .collect())
+    }
 }
 
 /// Splits keys into groups that can share one statement: same parent kind and same arguments.
@@ -71,6 +137,51 @@ pub trait Parent: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     /// The same kind of parent with another id.
     fn with_id(self, id: Uuid) -> Self;
 }
+
+/// Declares a [`Parent`]: an enum with a variant per relation to the child table, each naming
+/// the child table's column (in `store::schema`) that holds that kind of parent's id.
+macro_rules! parents {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident of $table:ident as $row:ty, filtered by $filter:ty {
+            $($(#[doc = $vdoc:literal])* $variant:ident => $col:ident),+ $(,)?
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[doc = $vdoc])* $variant(uuid::Uuid)),+
+        }
+
+        impl $crate::store::batch::Parent for $name {
+            type Row = $row;
+            type Filter = $filter;
+            const TABLE: &'static str = stringify!($table);
+
+            fn id(&self) -> uuid::Uuid {
+                match self {
+                    $($name::$variant(id))|+ => *id,
+                }
+            }
+
+            fn column(&self) -> &'static str {
+                match self {
+                    $($name::$variant(_) => {
+                        <$crate::store::schema::$table::$col as diesel::Column>::NAME
+                    })+
+                }
+            }
+
+            fn with_id(self, id: uuid::Uuid) -> Self {
+                match self {
+                    $($name::$variant(_) => $name::$variant(id)),+
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use parents;
 
 /// A list's filter arguments, as `AND …` conditions on the child table.
 pub trait Filter: Copy + Eq + Hash + Debug + Default + Send + Sync + 'static {

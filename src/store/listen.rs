@@ -3,7 +3,7 @@
 //! Change notifications are sent by triggers (see the jobs migration) on the `bughive_events`
 //! channel, so PostgreSQL delivers them only once their transaction commits, in commit order.
 //! Each replica keeps one dedicated connection listening to them and hands every notification
-//! to the in-process fan-out (`crate::live`).
+//! to the in-process fan-out (the live hub).
 
 use std::time::Duration;
 

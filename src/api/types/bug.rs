@@ -12,7 +12,7 @@ use crate::api::types::page::{Page, load_page};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
-use crate::store::bugs::loaders::{BugFilterKey, BugParent, BugStatsKey};
+use crate::store::bugs::keys::{BugFilterKey, BugParent, BugStatsKey};
 use crate::store::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
 use crate::store::bugs::repo::{self, BugChange, NewBug};
 use crate::store::page::Window;

@@ -11,7 +11,7 @@ use crate::api::context::{detached, req};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
-use crate::store::jobs::loaders::JobId;
+use crate::store::batch::Id;
 use crate::store::jobs::model::{JobRow, JobStatus, MAX_ATTEMPTS, MAX_KIND_LEN, MAX_LEASE_SECONDS};
 use crate::store::jobs::repo::{self, NewJob};
 
@@ -100,7 +100,11 @@ impl JobsQuery {
     /// One job by id; null when it does not exist.
     async fn job(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Job>> {
         let r = req(ctx)?;
-        let row = r.loader.load_one(JobId(id)).await.map_err(AppError::from)?;
+        let row = r
+            .loader
+            .load_one(Id::<JobRow>::new(id))
+            .await
+            .map_err(AppError::from)?;
         Ok(row.map(Job))
     }
 }
@@ -305,7 +309,7 @@ impl JobsSubscription {
         // The request's loader is scoped to the caller: someone else's job is not found.
         let visible = req(ctx)?
             .loader
-            .load_one(JobId(job_id))
+            .load_one(Id::<JobRow>::new(job_id))
             .await
             .map_err(AppError::from)?
             .is_some();

@@ -12,9 +12,10 @@ use crate::api::types::bug::{Bug, BugFilter, bugs_connection};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
-use crate::store::bugs::loaders::BugParent;
+use crate::store::batch::Id;
+use crate::store::bugs::keys::BugParent;
 use crate::store::page::Window;
-use crate::store::pages::loaders::{PageFilter, PageId, PageParent};
+use crate::store::pages::keys::{PageFilter, PageParent};
 use crate::store::pages::model::{PageRow, PageStatus};
 use crate::store::pages::repo::{self, NewPage};
 use crate::store::pages::url::normalize_url;
@@ -127,7 +128,11 @@ impl PageFields {
 }
 
 pub async fn load_page(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Page>> {
-    Ok(req(ctx)?.loader.load_one(PageId(id)).await?.map(Page))
+    Ok(req(ctx)?
+        .loader
+        .load_one(Id::<PageRow>::new(id))
+        .await?
+        .map(Page))
 }
 
 /// A parent's page list, through the one child-list loader.

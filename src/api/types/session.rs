@@ -19,12 +19,12 @@ use crate::api::types::user::{Project, User, load_project, load_user};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
 use crate::live::Update;
-use crate::store::bugs::loaders::BugParent;
+use crate::store::batch::Id;
+use crate::store::bugs::keys::BugParent;
 use crate::store::page::Window;
-use crate::store::pages::loaders::{PageFilter, PageParent};
+use crate::store::pages::keys::{PageFilter, PageParent};
 use crate::store::pages::model::PageStatus;
 use crate::store::pages::url::normalize_url;
-use crate::store::sessions::loaders::SessionId;
 use crate::store::sessions::model::{SessionFilter, SessionRow, SessionStatus};
 use crate::store::sessions::repo;
 
@@ -133,7 +133,10 @@ impl CrawlSession {
 /// Loads one session by id through the request's batch loader.
 pub async fn load_session(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<CrawlSession>> {
     let r = req(ctx)?;
-    Ok(r.loader.load_one(SessionId(id)).await?.map(CrawlSession))
+    Ok(r.loader
+        .load_one(Id::<SessionRow>::new(id))
+        .await?
+        .map(CrawlSession))
 }
 
 struct SessionCount(SessionFilter);

@@ -12,8 +12,8 @@ use crate::api::context::{detached, req};
 use crate::auth::{Perm, Scope};
 use crate::error::{AppError, AppResult};
 use crate::store::audit::repo::{self as audit, Entry};
+use crate::store::batch::Id;
 use crate::store::page::Window;
-use crate::store::users::loaders::{ProjectId, UserId};
 use crate::store::users::model::{ProjectRow, Role, UserRow};
 use crate::store::users::repo;
 
@@ -79,11 +79,19 @@ impl Project {
 
 /// A user by id (owners of visible sessions and projects are visible).
 pub async fn load_user(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<User>> {
-    Ok(req(ctx)?.loader.load_one(UserId(id)).await?.map(User))
+    Ok(req(ctx)?
+        .loader
+        .load_one(Id::<UserRow>::new(id))
+        .await?
+        .map(User))
 }
 
 pub async fn load_project(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Project>> {
-    Ok(req(ctx)?.loader.load_one(ProjectId(id)).await?.map(Project))
+    Ok(req(ctx)?
+        .loader
+        .load_one(Id::<ProjectRow>::new(id))
+        .await?
+        .map(Project))
 }
 
 struct UserCount;

@@ -1,6 +1,6 @@
 //! Bugs found on pages: evidence, confidence, lifecycle, and per-session statistics.
 
 pub mod evidence;
-pub mod loaders;
+pub mod keys;
 pub mod model;
 pub mod repo;

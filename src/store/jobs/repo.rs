@@ -9,6 +9,7 @@ use super::model::{JOB_LIFECYCLE, JobRow, JobStatus, retry_backoff_base_ms};
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry};
+use crate::store::batch::ById;
 use crate::store::lifecycle::Locked;
 use crate::store::schema::jobs::dsl as j;
 use crate::store::scope::{Author, Scope};
@@ -35,6 +36,16 @@ pub async fn visible_by_ids(
         q = q.filter(v);
     }
     Ok(q.load(conn).await?)
+}
+
+impl ById for JobRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        visible_by_ids(conn, scope, ids).await
+    }
 }
 
 pub struct NewJob {

@@ -11,12 +11,23 @@ use super::model::{PAGE_LIFECYCLE, PageRow, PageStatus};
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
+use crate::store::batch::ById;
 use crate::store::schema::pages::dsl as p;
 use crate::store::scope::{Author, Scope};
 use crate::store::sql::{Bind, Sql};
 
 /// Pages by id, of sessions the scope may see.
-pub async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<PageRow>> {
+impl ById for PageRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        by_ids(conn, scope, ids).await
+    }
+}
+
+async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<PageRow>> {
     let mut q = p::pages
         .filter(p::id.eq_any(ids))
         .select(PageRow::as_select())

@@ -1,5 +1,4 @@
 //! Crawl sessions: the root of the crawl → pages → bugs graph.
 
-pub mod loaders;
 pub mod model;
 pub mod repo;

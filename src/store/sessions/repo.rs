@@ -10,6 +10,7 @@ use super::model::{INGESTING, SESSION_LIFECYCLE, SessionFilter, SessionRow, Sess
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
+use crate::store::batch::ById;
 use crate::store::page::{Direction, Window};
 use crate::store::schema::crawl_sessions::dsl as s;
 use crate::store::scope::{Author, Scope};
@@ -35,6 +36,16 @@ pub async fn visible_by_ids(
         q = q.filter(v);
     }
     Ok(q.load(conn).await?)
+}
+
+impl ById for SessionRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        visible_by_ids(conn, scope, ids).await
+    }
 }
 
 /// How diesel spells a session's own id, for [`Scope::visible`].

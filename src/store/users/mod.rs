@@ -1,6 +1,5 @@
 //! Users provisioned from the identity provider, their roles, and projects (whose sessions their
 //! owners may see and change).
 
-pub mod loaders;
 pub mod model;
 pub mod repo;

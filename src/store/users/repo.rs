@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::model::{ProjectRow, Role, UserRow};
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
+use crate::store::batch::ById;
 use crate::store::page::{Direction, Window};
 use crate::store::schema::projects::dsl as p;
 use crate::store::schema::users::dsl as u;
@@ -40,6 +41,28 @@ pub async fn provision(conn: &mut Conn, user: NewUser) -> AppResult<UserRow> {
         .bind(Bind::Text(user.role.as_db().into()))
         .push(", now()) ON CONFLICT (subject) DO UPDATE SET last_seen_at = now() RETURNING *");
     Ok(q.get_result(conn).await?)
+}
+
+/// Users are visible to every caller that may name them (owners, audit actors).
+impl ById for UserRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        by_ids(conn, ids).await
+    }
+}
+
+/// A project is visible wherever one of its sessions is.
+impl ById for ProjectRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        projects_by_ids(conn, ids).await
+    }
 }
 
 pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> AppResult<Vec<UserRow>> {

@@ -9,43 +9,18 @@ use uuid::Uuid;
 use super::model::{BugCategory, BugPriority, BugRow, BugStats, BugStatus};
 use super::repo;
 use crate::error::{AppError, AppResult};
-use crate::store::batch::{Fetch, Filter, Parent, Reader};
+use crate::store::batch::{Fetch, Filter, Reader, parents};
 use crate::store::enums::DbEnum;
 use crate::store::schema::bugs;
 use crate::store::sql::{Bind, Sql};
 
-/// Whose bugs a list holds: a whole session's or one page's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BugParent {
-    Session(Uuid),
-    Page(Uuid),
-}
-
-impl Parent for BugParent {
-    type Row = BugRow;
-    type Filter = BugFilterKey;
-    const TABLE: &'static str = "bugs";
-
-    fn id(&self) -> Uuid {
-        match self {
-            BugParent::Session(id) | BugParent::Page(id) => *id,
-        }
+parents!(
+    /// Whose bugs a list holds: a whole session's or one page's.
+    BugParent of bugs as BugRow, filtered by BugFilterKey {
+        Session => session_id,
+        Page => page_id,
     }
-
-    fn column(&self) -> &'static str {
-        match self {
-            BugParent::Session(_) => bugs::session_id::NAME,
-            BugParent::Page(_) => bugs::page_id::NAME,
-        }
-    }
-
-    fn with_id(self, id: Uuid) -> Self {
-        match self {
-            BugParent::Session(_) => BugParent::Session(id),
-            BugParent::Page(_) => BugParent::Page(id),
-        }
-    }
-}
+);
 
 /// A set of enum values as a bit mask, so filters are `Copy` and hashable loader keys.
 /// An empty mask means "no filter".
