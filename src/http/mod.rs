@@ -573,7 +573,7 @@ async fn run(
 }
 
 /// A response body of chunks that share the pre-rendered fragments of the response (see
-/// `graphql::json::Chunks`), with an exact length.
+/// `api::exec::json::Chunks`), with an exact length.
 struct ChunkBody {
     chunks: std::collections::VecDeque<axum::body::Bytes>,
     remaining: u64,

@@ -1,6 +1,6 @@
 //! Live updates: fans committed changes out to the subscriptions of this replica.
 //!
-//! One listener connection per replica hears every change notification (`db::listen`). A single
+//! One listener connection per replica hears every change notification (`store::listen`). A single
 //! hub task turns them into row loads: notifications that arrive together are coalesced, only
 //! rows that somebody watches are loaded, and one statement per entity type loads them all, so a
 //! thousand subscribers of one session cost one load per change. Each watched row has a bounded
@@ -106,7 +106,7 @@ impl Drop for Tasks {
 
 impl Live {
     /// Starts the listener (on its own connection to `url`) and the hub (loading rows through
-    /// `db`'s pool).
+    /// the store's pool).
     pub fn start(url: String, db: Db) -> Live {
         let (signals, rx) = unbounded_channel();
         let inner = Arc::new(Inner {

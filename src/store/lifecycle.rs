@@ -70,7 +70,8 @@ impl<S: DbEnum> Lifecycle<S> {
         q.push(self.table)
             .push(" t WHERE t.id = ")
             .bind(Bind::Uuid(id));
-        if let Some(visible) = scope.visible(self.session_col) {
+        let session = diesel::dsl::sql::<diesel::sql_types::Uuid>(self.session_col);
+        if let Some(visible) = scope.visible(session) {
             q.push(" AND ").push_fragment(visible);
         }
         q.push(" FOR NO KEY UPDATE OF t");

@@ -19,13 +19,16 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The predicate that keeps rows whose session id is `session_col` (as the statement spells
-    /// it: `t.session_id`, `"pages"."session_id"`) to this scope; `None` when everything is
-    /// visible. Rows without a session are visible to `All` only.
-    pub fn visible(&self, session_col: &'static str) -> Option<Visible> {
+    /// The predicate that keeps rows whose session id is `session` (a schema column such as
+    /// `pages::session_id`, or an aliased one in raw SQL) to this scope; `None` when everything
+    /// is visible. Rows without a session are visible to `All` only.
+    pub fn visible<C>(&self, session: C) -> Option<Visible<C>>
+    where
+        C: Expression + QueryFragment<Pg>,
+    {
         match *self {
             Scope::All => None,
-            Scope::Owner(user) => Some(Visible { session_col, user }),
+            Scope::Owner(user) => Some(Visible { session, user }),
         }
     }
 }
@@ -34,15 +37,15 @@ impl Scope {
 /// the user owns. A diesel expression, so DSL queries filter with it and raw statements embed it
 /// (`Sql::push_fragment`).
 #[derive(Debug, Clone, Copy)]
-pub struct Visible {
-    session_col: &'static str,
+pub struct Visible<C> {
+    session: C,
     user: Uuid,
 }
 
-impl QueryFragment<Pg> for Visible {
+impl<C: QueryFragment<Pg>> QueryFragment<Pg> for Visible<C> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
         out.push_sql("EXISTS (SELECT 1 FROM crawl_sessions vis WHERE vis.id = ");
-        out.push_sql(self.session_col);
+        self.session.walk_ast(out.reborrow())?;
         out.push_sql(" AND (vis.owner_id = ");
         out.push_bind_param::<SqlUuid, _>(&self.user)?;
         out.push_sql(" OR vis.project_id IN (SELECT p.id FROM projects p WHERE p.owner_id = ");
@@ -52,20 +55,20 @@ impl QueryFragment<Pg> for Visible {
     }
 }
 
-impl QueryId for Visible {
+impl<C> QueryId for Visible<C> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl Expression for Visible {
+impl<C> Expression for Visible<C> {
     type SqlType = Bool;
 }
 
-impl<QS> AppearsOnTable<QS> for Visible {}
+impl<QS, C: AppearsOnTable<QS>> AppearsOnTable<QS> for Visible<C> {}
 
-impl<QS> SelectableExpression<QS> for Visible {}
+impl<QS, C: AppearsOnTable<QS>> SelectableExpression<QS> for Visible<C> {}
 
-impl ValidGrouping<()> for Visible {
+impl<C> ValidGrouping<()> for Visible<C> {
     type IsAggregate = diesel::expression::is_aggregate::Never;
 }
 
@@ -100,9 +103,10 @@ mod tests {
 
     #[test]
     fn everything_is_visible_to_all_and_owners_get_one_predicate() {
-        assert!(Scope::All.visible("t.session_id").is_none());
+        let col = || diesel::dsl::sql::<SqlUuid>("t.session_id");
+        assert!(Scope::All.visible(col()).is_none());
         let v = Scope::Owner(Uuid::nil())
-            .visible("t.session_id")
+            .visible(col())
             .expect("owners are filtered");
         let text = diesel::debug_query::<Pg, _>(&crate::store::sql::Sql::fragment(v)).to_string();
         assert!(

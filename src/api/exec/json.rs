@@ -1,7 +1,7 @@
 //! The response writer: GraphQL responses go to JSON bytes here, not through serde.
 //!
 //! Lists of bugs and pages are rendered straight to JSON while they resolve (see
-//! `graphql::fast`), and reach the response as `Value::Binary` fragments that hold that JSON.
+//! `api::exec::fast`), and reach the response as `Value::Binary` fragments that hold that JSON.
 //! This writer splices them in verbatim; everything else it writes exactly as `serde_json`
 //! writes an `async_graphql::Response` (compact, same escaping, same number formatting), which
 //! a test checks. Nothing in the schema returns binary data, so a `Binary` value can only be such

@@ -81,7 +81,7 @@ impl Limits {
 }
 
 /// Counts aliases and root fields, and refuses introspection when it is off. HTTP requests are
-/// checked by `graphql::execute`, WebSocket operations by the socket loop (`http::ws`), both
+/// checked by `api::exec::execute`, WebSocket operations by the socket loop (`http::ws`), both
 /// before async-graphql parses or validates anything; the extension on the WebSocket schema
 /// only gives library errors their codes (an extension costs a hook on every field, which the
 /// HTTP path avoids).

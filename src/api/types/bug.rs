@@ -28,7 +28,7 @@ impl From<BugRow> for Bug {
 }
 
 /// The generated resolvers of `Bug`; [`Bug`]'s own `OutputType` answers plain columns without
-/// them (see `graphql::fast`).
+/// them (see `api::exec::fast`).
 pub struct BugFields(Arc<BugRow>);
 
 fast::fast_output_type!(Bug, BugFields, "Bug", |row, name| {

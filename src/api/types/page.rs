@@ -30,7 +30,7 @@ impl From<PageRow> for Page {
 }
 
 /// The generated resolvers of `Page`; [`Page`]'s own `OutputType` answers plain columns without
-/// them (see `graphql::fast`).
+/// them (see `api::exec::fast`).
 pub struct PageFields(Arc<PageRow>);
 
 fast::fast_output_type!(Page, PageFields, "Page", |row, name| {

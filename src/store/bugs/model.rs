@@ -57,7 +57,7 @@ pub struct BugRow {
     pub updated_at: DateTime<Utc>,
 }
 
-// `SELECT k.parent_key, x.*` lists decode by position: see `db::row`.
+// `SELECT k.parent_key, x.*` lists decode by position: see `store::row`.
 by_position!(
     BugRow,
     bugs,

@@ -39,7 +39,7 @@ pub async fn by_id(conn: &mut Conn, scope: &Scope, id: Uuid) -> AppResult<Option
         .filter(b::id.eq(id))
         .select(BugRow::as_select())
         .into_boxed();
-    if let Some(v) = scope.visible("\"bugs\".\"session_id\"") {
+    if let Some(v) = scope.visible(b::session_id) {
         q = q.filter(v);
     }
     Ok(q.first(conn).await.optional()?)

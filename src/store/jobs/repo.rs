@@ -32,7 +32,7 @@ pub async fn visible_by_ids(
         .filter(j::id.eq_any(ids))
         .select(JobRow::as_select())
         .into_boxed();
-    if let Some(v) = scope.visible("\"jobs\".\"session_id\"") {
+    if let Some(v) = scope.visible(j::session_id) {
         q = q.filter(v);
     }
     Ok(q.load(conn).await?)

@@ -33,7 +33,7 @@ pub struct PageRow {
     pub updated_at: DateTime<Utc>,
 }
 
-// `SELECT k.parent_key, x.*` lists decode by position: see `db::row`.
+// `SELECT k.parent_key, x.*` lists decode by position: see `store::row`.
 by_position!(
     PageRow,
     pages,

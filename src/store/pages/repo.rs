@@ -32,7 +32,7 @@ async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<P
         .filter(p::id.eq_any(ids))
         .select(PageRow::as_select())
         .into_boxed();
-    if let Some(v) = scope.visible("\"pages\".\"session_id\"") {
+    if let Some(v) = scope.visible(p::session_id) {
         q = q.filter(v);
     }
     Ok(q.load(conn).await?)

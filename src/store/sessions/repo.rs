@@ -32,7 +32,7 @@ pub async fn visible_by_ids(
         .filter(s::id.eq_any(ids))
         .select(SessionRow::as_select())
         .into_boxed();
-    if let Some(v) = scope.visible(VISIBLE_COL) {
+    if let Some(v) = scope.visible(s::id) {
         q = q.filter(v);
     }
     Ok(q.load(conn).await?)
@@ -48,9 +48,6 @@ impl ById for SessionRow {
     }
 }
 
-/// How diesel spells a session's own id, for [`Scope::visible`].
-const VISIBLE_COL: &str = "\"crawl_sessions\".\"id\"";
-
 /// Newest first, keyset-paginated.
 pub async fn list(
     conn: &mut Conn,
@@ -61,7 +58,7 @@ pub async fn list(
     let mut q = s::crawl_sessions
         .select(SessionRow::as_select())
         .into_boxed();
-    if let Some(v) = scope.visible(VISIBLE_COL) {
+    if let Some(v) = scope.visible(s::id) {
         q = q.filter(v);
     }
     if let Some(st) = filter.status {
@@ -81,7 +78,7 @@ pub async fn list(
 
 pub async fn count(conn: &mut Conn, scope: &Scope, filter: &SessionFilter) -> AppResult<i64> {
     let mut q = s::crawl_sessions.count().into_boxed();
-    if let Some(v) = scope.visible(VISIBLE_COL) {
+    if let Some(v) = scope.visible(s::id) {
         q = q.filter(v);
     }
     if let Some(st) = filter.status {
