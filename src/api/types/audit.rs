@@ -7,8 +7,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource};
-use crate::api::context::principal;
-use crate::api::context::req;
+use crate::api::context::{principal, req};
 use crate::api::types::user::{User, load_user};
 use crate::auth::Perm;
 use crate::error::AppResult;

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::api::connection::{Connection, children};
-use crate::api::context::actor;
-use crate::api::context::{detached, req};
+use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
 use crate::api::types::page::{Page, load_page};
 use crate::api::types::session::{CrawlSession, load_session};

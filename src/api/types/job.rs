@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::api::context::actor;
-use crate::api::context::live;
-use crate::api::context::{detached, req};
+use crate::api::context::{actor, detached, live, req};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};

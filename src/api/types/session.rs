@@ -8,9 +8,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource};
-use crate::api::context::actor;
-use crate::api::context::live;
-use crate::api::context::{detached, req};
+use crate::api::context::{actor, detached, live, req};
 use crate::api::scalars::Decimal;
 use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bugs_connection};
 use crate::api::types::job::Job;

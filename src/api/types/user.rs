@@ -7,8 +7,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource};
-use crate::api::context::{actor, principal};
-use crate::api::context::{detached, req};
+use crate::api::context::{actor, detached, principal, req};
 use crate::auth::{Perm, Scope};
 use crate::error::{AppError, AppResult};
 use crate::store::audit::repo::{self as audit, Entry};
