@@ -263,7 +263,11 @@ fn wants_legacy_json(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    accept.contains("application/json") && !accept.contains("application/graphql-response+json")
+    // No `Accept`, or `*/*`, is a client from before `application/graphql-response+json`:
+    // GraphQL over HTTP says to answer it with `application/json`.
+    accept.trim().is_empty()
+        || (!accept.contains("application/graphql-response+json")
+            && (accept.contains("application/json") || accept.contains("*/*")))
 }
 
 async fn graphql_get(

@@ -48,6 +48,9 @@ pub fn unlimited() -> HttpConfig {
 }
 
 /// POSTs a query with an optional bearer token; returns the status and the JSON body.
+/// The media type of GraphQL over HTTP, which modern clients ask for: its errors carry 4xx.
+pub const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
 pub async fn post(
     addr: std::net::SocketAddr,
     bearer: Option<&str>,
@@ -56,6 +59,7 @@ pub async fn post(
 ) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}/graphql"))
+        .header("accept", GRAPHQL_RESPONSE)
         .json(&json!({ "query": query, "variables": variables }));
     if let Some(t) = bearer {
         req = req.bearer_auth(t);

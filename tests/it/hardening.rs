@@ -29,6 +29,7 @@ fn deep_list(n: usize) -> String {
 async fn get(addr: SocketAddr, bearer: Option<&str>, query: &str) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .get(format!("http://{addr}/graphql"))
+        .header("accept", crate::access::GRAPHQL_RESPONSE)
         .query(&[("query", query)]);
     if let Some(t) = bearer {
         req = req.bearer_auth(t);

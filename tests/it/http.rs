@@ -23,6 +23,10 @@ async fn graphql_over_post_and_get_with_content_negotiation() {
 
     let r = http
         .post(&url)
+        .header(
+            "accept",
+            "application/graphql-response+json, application/json;q=0.9",
+        )
         .json(&json!({ "query": "{ sessions { totalCount } }" }))
         .send()
         .await
@@ -72,6 +76,7 @@ async fn graphql_over_post_and_get_with_content_negotiation() {
     // A request that cannot execute is a 400 in the GraphQL-over-HTTP media type...
     let r = http
         .post(&url)
+        .header("accept", "application/graphql-response+json")
         .json(&json!({ "query": "{ sessions {" }))
         .send()
         .await
@@ -307,4 +312,58 @@ async fn large_answers_stream_as_exact_json() {
         v["data"]["sessions"]["nodes"].as_array().map(Vec::len),
         Some(3)
     );
+}
+
+/// GraphQL over HTTP's SHOULDs: a client that names no media type (no `Accept`, or `*/*`) is a
+/// legacy client and gets `application/json`, with 200 for its own errors; a request that fails
+/// before execution has no `data` entry, whatever the media type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_name_no_media_type_get_json_and_request_errors_have_no_data() {
+    let (t, _) = seeded(1, 1, 0).await;
+    let addr = serve(&t).await;
+    let url = format!("http://{addr}/graphql");
+    let http = reqwest::Client::new();
+    for accept in [None, Some("*/*"), Some("application/json")] {
+        let mut req = http.post(&url).json(&json!({ "query": "{" }));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let r = req.send().await.expect("post");
+        assert_eq!(r.status(), 200, "{accept:?}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/json",
+            "{accept:?}"
+        );
+        let v: Value = r.json().await.expect("json");
+        assert!(v.get("data").is_none(), "{accept:?}: {v}");
+        assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+    for query in ["{", "{ noSuchField }"] {
+        let r = http
+            .post(&url)
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 400, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/graphql-response+json"
+        );
+        let v: Value = r.json().await.expect("json");
+        assert!(v.get("data").is_none(), "{query}: {v}");
+    }
+    // A field error that nulls the whole result keeps `data: null`: execution happened.
+    let r = http
+        .post(&url)
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({ "query": "{ sessions(first: -1) { totalCount } }" }))
+        .send()
+        .await
+        .expect("post");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v.get("data"), Some(&Value::Null), "{v}");
+    assert_eq!(v["errors"][0]["path"][0], "sessions", "{v}");
 }

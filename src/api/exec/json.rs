@@ -47,16 +47,31 @@ impl Response {
         out
     }
 
+    /// A request that failed before execution (unparsable, invalid, refused by a limit) has no
+    /// `data` entry at all, as GraphQL over HTTP asks: its errors have no path, while a field
+    /// error that nulls the whole result has one.
+    fn is_request_error(&self) -> bool {
+        let r = &self.0;
+        r.data == Value::Null && !r.errors.is_empty() && r.errors.iter().all(|e| e.path.is_empty())
+    }
+
     fn write(&self, out: &mut impl Sink) {
         let r = &self.0;
-        out.buf().extend_from_slice(b"{\"data\":");
-        write_value(&r.data, out);
+        let mut sep = b'{';
+        if !self.is_request_error() {
+            out.buf().extend_from_slice(b"{\"data\":");
+            write_value(&r.data, out);
+            sep = b',';
+        }
         if !r.extensions.is_empty() {
-            out.buf().extend_from_slice(b",\"extensions\":");
+            out.buf().push(sep);
+            out.buf().extend_from_slice(b"\"extensions\":");
             write_object(r.extensions.iter().map(|(k, v)| (k.as_str(), v)), out);
+            sep = b',';
         }
         if !r.errors.is_empty() {
-            out.buf().extend_from_slice(b",\"errors\":");
+            out.buf().push(sep);
+            out.buf().extend_from_slice(b"\"errors\":");
             write_serde(&r.errors, out.buf());
         }
         out.buf().push(b'}');
