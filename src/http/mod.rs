@@ -520,6 +520,14 @@ async fn run(
 ) -> Response {
     let legacy = wants_legacy_json(&headers);
     let mut request = request;
+    // A request without a document is not a GraphQL request at all: 400 whatever the media
+    // type (a document that fails to parse is the client's error inside a valid request).
+    if request.query.trim().is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            &AppError::bad_field("query", "the request has no query document"),
+        );
+    }
     if via_get {
         // The read-only check parses the document, which must be scanned first.
         if let Err(e) = state.schema.guard.scan(&request.query) {

@@ -7,6 +7,7 @@ mod atomicity;
 mod audit;
 mod bench;
 mod cli;
+mod clients;
 mod embedded;
 mod errors;
 mod hardening;

@@ -1,0 +1,62 @@
+//! The gateway as real clients use it, driven by their own libraries in Node (`tests/clients/`):
+//! the `graphql-http` audit of GraphQL over HTTP, Apollo Client, urql and the graphql-ws client,
+//! and GraphiQL in a real browser (Debian's `chromium` through playwright-core).
+//!
+//! Needs `node`, `npm` and `chromium` (`.ci/run` installs them); the npm packages are installed
+//! from `tests/clients/package-lock.json` on first use.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use crate::harness::{TestDb, seeded};
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// `npm ci` once per test run, if the packages are not there yet.
+fn node_modules() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let dir = clients_dir();
+        if dir.join("node_modules/.package-lock.json").is_file() {
+            return;
+        }
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm not found: the client tests need node and npm (apt-get install nodejs npm)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    });
+}
+
+/// Runs a script of `tests/clients/` against the gateway at `url`; panics with its output when
+/// it fails.
+async fn node(script: &str, url: &str) -> String {
+    node_modules();
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(url)
+        .current_dir(clients_dir())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("node not found: the client tests need node (apt-get install nodejs)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "node {script} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_over_http_audit_passes_every_must_and_should() {
+    let t = TestDb::new().await;
+    let addr = t.serve().await;
+    let out = node("audit.mjs", &format!("http://{addr}/graphql")).await;
+    assert!(out.contains("graphql-http audit: all passed"), "{out}");
+}
