@@ -60,3 +60,11 @@ async fn graphql_over_http_audit_passes_every_must_and_should() {
     let out = node("audit.mjs", &format!("http://{addr}/graphql")).await;
     assert!(out.contains("graphql-http audit: all passed"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_works_offline_in_a_real_browser() {
+    let (t, _) = seeded(2, 2, 1).await;
+    let addr = t.serve().await;
+    let out = node("browser.mjs", &format!("http://{addr}/graphql")).await;
+    assert!(out.contains("nothing left the gateway"), "{out}");
+}
