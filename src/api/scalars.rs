@@ -31,7 +31,13 @@ impl ScalarType for Decimal {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.with_scale(4).to_string())
+        // The column's scale, always: `"0.0000"`, never `"0"` (bigdecimal prints zero bare).
+        let scaled = self.0.with_scale(4);
+        let (digits, _) = scaled.as_bigint_and_exponent();
+        let negative = digits.sign() == bigdecimal::num_bigint::Sign::Minus;
+        let digits = format!("{:05}", digits.magnitude());
+        let (int, frac) = digits.split_at(digits.len() - 4);
+        Value::String(format!("{}{int}.{frac}", if negative { "-" } else { "" }))
     }
 }
 
@@ -154,4 +160,27 @@ pub fn register_enum<T: DbEnum + async_graphql::InputType>(
             requires_scopes: Vec::new(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_keep_four_places() {
+        for (input, shown) in [
+            ("0", "0.0000"),
+            ("0.25", "0.2500"),
+            ("12.5", "12.5000"),
+            ("999999.9999", "999999.9999"),
+            ("-1.5", "-1.5000"),
+        ] {
+            let d = Decimal(BigDecimal::from_str(input).expect("decimal"));
+            assert_eq!(
+                ScalarType::to_value(&d),
+                Value::String(shown.into()),
+                "{input}"
+            );
+        }
+    }
 }

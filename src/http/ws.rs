@@ -12,7 +12,7 @@
 //!   lifetime on others).
 //! - Keep-alives at a fixed interval: `ping` in graphql-transport-ws, `ka` in graphql-ws.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,6 +120,7 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
         ready: None,
         ops: SelectAll::new(),
         active: HashMap::new(),
+        failed: HashSet::new(),
         outbox: Vec::new(),
     };
     let limits = conn.state.config.ws;
@@ -231,6 +232,8 @@ struct Connection {
     ready: Option<Ready>,
     ops: SelectAll<BoxStream<'static, Out>>,
     active: HashMap<String, AbortHandle>,
+    /// Operations that ended with an `error` message, whose stream still ends with `Done`.
+    failed: HashSet<String>,
     /// Messages to send after the current step, in order.
     outbox: Vec<String>,
 }
@@ -463,10 +466,21 @@ impl Connection {
 
     fn on_output(&mut self, out: Out) {
         let text = match out {
+            // graphql-transport-ws: an operation that fails before it executes (invalid,
+            // refused) ends with `error` and its errors, which ends it: no `complete` follows.
+            Out::Data(id, payload)
+                if !self.legacy() && crate::api::exec::is_request_error(&payload) =>
+            {
+                // Every operation's output ends with `Done`: that one sends nothing.
+                self.active.remove(&id);
+                self.failed.insert(id.clone());
+                json!({ "type": "error", "id": id, "payload": payload.errors }).to_string()
+            }
             Out::Data(id, payload) => {
                 let ty = if self.legacy() { "data" } else { "next" };
                 json!({ "type": ty, "id": id, "payload": payload }).to_string()
             }
+            Out::Done(id) if self.failed.remove(&id) => return,
             Out::Done(id) => {
                 self.active.remove(&id);
                 json!({ "type": "complete", "id": id }).to_string()

@@ -27,7 +27,9 @@ fn node_modules() {
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
             .status()
-            .expect("npm not found: the client tests need node and npm (apt-get install nodejs npm)");
+            .expect(
+                "npm not found: the client tests need node and npm (apt-get install nodejs npm)",
+            );
         assert!(status.success(), "npm ci failed in {}", dir.display());
     });
 }
@@ -67,4 +69,15 @@ async fn graphiql_works_offline_in_a_real_browser() {
     let addr = t.serve().await;
     let out = node("browser.mjs", &format!("http://{addr}/graphql")).await;
     assert!(out.contains("nothing left the gateway"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apollo_urql_and_graphql_ws_clients_work_unmodified() {
+    let (t, _) = seeded(3, 2, 2).await;
+    let addr = t.serve().await;
+    let out = node("clients.mjs", &format!("http://{addr}/graphql")).await;
+    assert!(
+        out.contains("apollo, urql and graphql-ws all passed"),
+        "{out}"
+    );
 }

@@ -354,10 +354,11 @@ impl TestDb {
 }
 
 /// The `extensions.code` of the first error.
+/// The code of the first error of a response, or of a graphql-transport-ws `error` payload
+/// (a bare list of errors).
 pub fn code(v: &Value) -> &str {
-    v["errors"][0]["extensions"]["code"]
-        .as_str()
-        .unwrap_or("<none>")
+    let errors = if v.is_array() { v } else { &v["errors"] };
+    errors[0]["extensions"]["code"].as_str().unwrap_or("<none>")
 }
 
 pub type Ws =

@@ -47,18 +47,11 @@ impl Response {
         out
     }
 
-    /// A request that failed before execution (unparsable, invalid, refused by a limit) has no
-    /// `data` entry at all, as GraphQL over HTTP asks: its errors have no path, while a field
-    /// error that nulls the whole result has one.
-    fn is_request_error(&self) -> bool {
-        let r = &self.0;
-        r.data == Value::Null && !r.errors.is_empty() && r.errors.iter().all(|e| e.path.is_empty())
-    }
-
     fn write(&self, out: &mut impl Sink) {
         let r = &self.0;
         let mut sep = b'{';
-        if !self.is_request_error() {
+        // A request that never executed has no `data` entry at all, as GraphQL over HTTP asks.
+        if !super::is_request_error(r) {
             out.buf().extend_from_slice(b"{\"data\":");
             write_value(&r.data, out);
             sep = b',';

@@ -130,6 +130,15 @@ where
     (json::Response(limits::with_codes(response)), stats)
 }
 
+/// Whether a response is that of a request that never executed (unparsable, invalid, refused by
+/// a limit): no data, and errors without a path. A field error that nulls the whole result has
+/// a path, and keeps `data: null`.
+pub fn is_request_error(r: &async_graphql::Response) -> bool {
+    r.data == async_graphql::Value::Null
+        && !r.errors.is_empty()
+        && r.errors.iter().all(|e| e.path.is_empty())
+}
+
 /// Drives a query and its batch fetches in one task, fetching only when the query is idle.
 ///
 /// async-graphql resolves large lists through `FuturesUnordered`, which polls at most 32 futures
