@@ -144,7 +144,8 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
                 Some(Ok(Message::Text(t))) => conn.on_message(t.as_bytes()).await,
                 Some(Ok(Message::Binary(b))) => conn.on_message(&b).await,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => Err(None),
+                Some(Err(e)) if is_too_big(&e) => Err(Some((1009, "Message too big".into()))),
+                Some(Err(_) | Ok(Message::Close(_))) | None => Err(None),
             },
             Some(out) = conn.ops.next(), if !conn.ops.is_empty() => {
                 conn.on_output(out);
@@ -206,6 +207,16 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
 }
 
 /// A close frame's reason may hold at most 123 bytes; browsers fail the whole close otherwise.
+/// Whether a read failed because the message exceeds the socket's size limit.
+fn is_too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as E;
+    matches!(
+        e.source().and_then(|s| s.downcast_ref::<E>()),
+        Some(E::Capacity(_))
+    )
+}
+
 fn close_reason(mut reason: String) -> String {
     if reason.len() > 123 {
         let mut end = 120;

@@ -1004,3 +1004,50 @@ async fn a_change_made_on_another_replica_closes_sockets_at_once() {
     let (status, v) = post(a, Some(&victim_token), "{ me { id } }", json!({})).await;
     assert_eq!((status, code(&v)), (403, "FORBIDDEN"), "{v}");
 }
+
+/// The close codes of graphql-transport-ws, each for its cause, with a reason that fits a close
+/// frame (at most 123 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_transport_ws_closes_with_the_protocol_codes() {
+    let t = TestDb::new().await;
+    let addr = t.serve().await;
+    let proto = "graphql-transport-ws";
+    let closed_by = |sent: Vec<String>| async move {
+        let mut ws = ws_open(addr, proto).await;
+        for m in sent {
+            ws.send(Message::text(m)).await.expect("send");
+        }
+        let (code_, reason) = ws_closed(&mut ws, Duration::from_secs(5)).await;
+        assert!(reason.len() <= 123, "{code_}: {reason}");
+        (code_, reason)
+    };
+    let init = json!({ "type": "connection_init" }).to_string();
+    let subscribe =
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": "{ __typename }" } })
+            .to_string();
+
+    // Malformed or unknown messages: 4400.
+    let (c, r) = closed_by(vec!["not json".into()]).await;
+    assert_eq!(c, 4400, "{r}");
+    let (c, r) = closed_by(vec![init.clone(), json!({ "type": "bogus" }).to_string()]).await;
+    assert_eq!(c, 4400, "{r}");
+    let long_garbage = format!("{{\"type\": \"{}\"}}", "x".repeat(500));
+    let (c, r) = closed_by(vec![long_garbage]).await;
+    assert_eq!(c, 4400, "{r}");
+    // Subscribe before connection_init: 4401.
+    let (c, r) = closed_by(vec![subscribe.clone()]).await;
+    assert_eq!(c, 4401, "{r}");
+    // A second connection_init: 4429.
+    let (c, r) = closed_by(vec![init.clone(), init.clone()]).await;
+    assert_eq!(c, 4429, "{r}");
+    // A reused operation id (4409) and an init timeout (4408): see websocket_callers_are_bounded.
+    let mut ws = ws_connect(addr, proto).await;
+    // A message larger than the socket's limit (1 MiB): 1009.
+    let big = format!(
+        "{{\"type\":\"subscribe\",\"id\":\"2\",\"payload\":{{\"query\":\"{}\"}}}}",
+        " ".repeat(2 * 1024 * 1024)
+    );
+    ws.send(Message::text(big)).await.expect("send");
+    let (c, r) = ws_closed(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(c, 1009, "{r}");
+}
