@@ -31,6 +31,10 @@ use crate::store::{Db, migrations_applied};
 /// Response header carrying the number of SQL statements the request issued.
 pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
 
+/// Request header asking for the statements the request ran, with their durations, in the
+/// response's `extensions.sql`. Honoured in development mode and for admins only.
+pub const SQL_LOG_HEADER: &str = "x-bughive-sql";
+
 /// HTTP-level settings (see the README's configuration table).
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -276,7 +280,7 @@ async fn graphql_get(
     RawQuery(query): RawQuery,
 ) -> Response {
     if wants_html(&headers) {
-        return graphiql::page().await.into_response();
+        return graphiql::page(!state.auth.is_dev_mode()).into_response();
     }
     let principal = match admit(&state, &headers).await {
         Ok(p) => p,
@@ -547,6 +551,9 @@ async fn run(
         }
     }
     let request_id = request_id(&headers);
+    // The SQL a request ran tells how the data is stored: for developers and admins only.
+    let show_sql = headers.contains_key(SQL_LOG_HEADER)
+        && (state.auth.is_dev_mode() || principal.role == crate::auth::Role::Admin);
     let actor = Actor {
         principal,
         request_id: Some(request_id.clone()),
@@ -558,7 +565,33 @@ async fn run(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     };
-    let (response, stats) = execute(&state.schema, &state.db, actor, request).await;
+    let db = if show_sql {
+        state.db.recording()
+    } else {
+        state.db.clone()
+    };
+    let (mut response, stats) = execute(&state.schema, &db, actor, request).await;
+    if show_sql {
+        let log = stats
+            .log()
+            .into_iter()
+            .map(|s| {
+                let mut entry = async_graphql::indexmap::IndexMap::new();
+                entry.insert(
+                    async_graphql::Name::new("statement"),
+                    async_graphql::Value::String(s.sql),
+                );
+                entry.insert(
+                    async_graphql::Name::new("ms"),
+                    async_graphql::Value::from((s.ms * 1000.0).round() / 1000.0),
+                );
+                async_graphql::Value::Object(entry)
+            })
+            .collect();
+        response
+            .extensions
+            .insert("sql".into(), async_graphql::Value::List(log));
+    }
     let status = status_of(&response, legacy);
     let body = response.to_chunks();
     drop(response);

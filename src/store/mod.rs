@@ -25,9 +25,9 @@ pub mod sql;
 pub mod users;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel_async::pooled_connection::{
@@ -103,25 +103,69 @@ pub fn build_pool(cfg: &DbConfig) -> anyhow::Result<Pool> {
 }
 
 /// Statements issued on behalf of one request, counted by diesel's instrumentation hook on each
-/// connection the request checks out. Tests and the benchmark read it to prove batching.
+/// connection the request checks out. Tests and the benchmark read it to prove batching; a
+/// recording handle ([`Db::recording`]) also keeps each statement's text and duration.
 #[derive(Debug, Default)]
 pub struct QueryStats {
     statements: AtomicU64,
+    log: Option<Mutex<Vec<Statement>>>,
+}
+
+/// One statement a request ran, as the playground's SQL panel shows it.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// The SQL text with `$n` placeholders (no bound values).
+    pub sql: String,
+    /// From sending it to its last row.
+    pub ms: f64,
 }
 
 impl QueryStats {
+    fn new(record: bool) -> Self {
+        QueryStats {
+            statements: AtomicU64::new(0),
+            log: record.then(Mutex::default),
+        }
+    }
+
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
+
+    /// The statements run so far, in order of completion; empty unless recording.
+    pub fn log(&self) -> Vec<Statement> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
 }
 
-struct Counting(Arc<QueryStats>);
+struct Counting {
+    stats: Arc<QueryStats>,
+    /// The statement in flight on this connection, when recording.
+    running: Option<(String, Instant)>,
+}
 
 impl Instrumentation for Counting {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
-            self.0.statements.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(target: "bughive::sql", %query);
+        match event {
+            InstrumentationEvent::StartQuery { query, .. } => {
+                self.stats.statements.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(target: "bughive::sql", %query);
+                if self.stats.log.is_some() {
+                    self.running = Some((query.to_string(), Instant::now()));
+                }
+            }
+            InstrumentationEvent::FinishQuery { .. } => {
+                if let (Some(log), Some((sql, started))) = (&self.stats.log, self.running.take()) {
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Statement { sql, ms });
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -131,6 +175,7 @@ impl Instrumentation for Counting {
 pub struct Db {
     pool: Pool,
     stats: Arc<QueryStats>,
+    record: bool,
 }
 
 impl Db {
@@ -138,12 +183,26 @@ impl Db {
         Db {
             pool,
             stats: Arc::default(),
+            record: false,
         }
     }
 
-    /// A handle sharing the pool but counting into a fresh counter.
+    /// A handle sharing the pool but counting into a fresh counter (recording, if this one
+    /// records).
     pub fn scoped(&self) -> Self {
-        Db::new(self.pool.clone())
+        Db {
+            pool: self.pool.clone(),
+            stats: Arc::new(QueryStats::new(self.record)),
+            record: self.record,
+        }
+    }
+
+    /// A handle whose scoped handles also keep each statement's text and duration.
+    pub fn recording(&self) -> Self {
+        Db {
+            record: true,
+            ..self.scoped()
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -157,7 +216,10 @@ impl Db {
     /// Checks a connection out and points its instrumentation at this handle's counter.
     pub async fn conn(&self) -> AppResult<Conn> {
         let mut conn = self.pool.get().await?;
-        conn.set_instrumentation(Counting(self.stats.clone()));
+        conn.set_instrumentation(Counting {
+            stats: self.stats.clone(),
+            running: None,
+        });
         Ok(conn)
     }
 }

@@ -37,10 +37,14 @@ fn node_modules() {
 /// Runs a script of `tests/clients/` against the gateway at `url`; panics with its output when
 /// it fails.
 async fn node(script: &str, url: &str) -> String {
+    node_with(script, &[url]).await
+}
+
+async fn node_with(script: &str, args: &[&str]) -> String {
     node_modules();
     let out = tokio::process::Command::new("node")
         .arg(script)
-        .arg(url)
+        .args(args)
         .current_dir(clients_dir())
         .stdin(Stdio::null())
         .output()
@@ -80,4 +84,14 @@ async fn apollo_urql_and_graphql_ws_clients_work_unmodified() {
         out.contains("apollo, urql and graphql-ws all passed"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_offers_a_token_field_and_sends_the_headers_pane_when_authentication_is_on() {
+    use crate::access::{hs256, token};
+    let (t, _) = seeded(2, 2, 1).await;
+    let addr = t.serve_with(hs256(), Default::default()).await;
+    let bearer = token("browser-admin", "admin");
+    let out = node_with("browser.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
+    assert!(out.contains("nothing left the gateway"), "{out}");
 }

@@ -367,3 +367,67 @@ async fn clients_that_name_no_media_type_get_json_and_request_errors_have_no_dat
     assert_eq!(v.get("data"), Some(&Value::Null), "{v}");
     assert_eq!(v["errors"][0]["path"][0], "sessions", "{v}");
 }
+
+/// `x-bughive-sql` asks for the statements a request ran, with their durations, in
+/// `extensions.sql`: in development mode and for admins; others never see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_a_request_ran_is_shown_to_developers_and_admins_only() {
+    use crate::access::{hs256, token};
+    let (t, _) = seeded(2, 2, 1).await;
+    let query =
+        json!({ "query": "{ sessions { nodes { pages { nodes { bugs { nodes { id } } } } } } }" });
+    let ask = |addr: SocketAddr, bearer: Option<String>, header: bool| {
+        let query = query.clone();
+        async move {
+            let mut req = reqwest::Client::new()
+                .post(format!("http://{addr}/graphql"))
+                .json(&query);
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            if header {
+                req = req.header("x-bughive-sql", "1");
+            }
+            let r = req.send().await.expect("post");
+            let n: usize = r.headers()[SQL_STATEMENTS_HEADER]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("number");
+            let v: Value = r.json().await.expect("json");
+            (n, v)
+        }
+    };
+
+    let dev = t.serve().await;
+    let (n, v) = ask(dev, None, true).await;
+    let sql = v["extensions"]["sql"].as_array().expect("extensions.sql");
+    assert_eq!(sql.len(), n, "{v}");
+    assert!(
+        sql.iter()
+            .all(|s| s["ms"].as_f64().is_some_and(|ms| ms >= 0.0)),
+        "{v}"
+    );
+    assert!(
+        sql[1]["statement"]
+            .as_str()
+            .unwrap_or("")
+            .contains("LATERAL"),
+        "{v}"
+    );
+    let (_, v) = ask(dev, None, false).await;
+    assert!(v.get("extensions").is_none(), "{v}");
+
+    let authed = t.serve_with(hs256(), Default::default()).await;
+    let (_, v) = ask(authed, Some(token("sql-user", "user")), true).await;
+    assert!(
+        v.get("extensions").is_none(),
+        "a user must not see SQL: {v}"
+    );
+    let (n, v) = ask(authed, Some(token("sql-admin", "admin")), true).await;
+    assert_eq!(
+        v["extensions"]["sql"].as_array().map(Vec::len),
+        Some(n),
+        "{v}"
+    );
+}
