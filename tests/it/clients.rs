@@ -1,6 +1,6 @@
 //! The gateway as real clients use it, driven by their own libraries in Node (`tests/clients/`):
-//! the `graphql-http` audit of GraphQL over HTTP, Apollo Client, urql and the graphql-ws client,
-//! and GraphiQL in a real browser (Debian's `chromium` through playwright-core).
+//! the `graphql-http` audit of GraphQL over HTTP, Apollo Client, urql, the graphql-ws client,
+//! graphql-codegen, and GraphiQL in a real browser (Debian's `chromium` through playwright-core).
 //!
 //! Needs `node`, `npm` and `chromium` (`.ci/run` installs them); the npm packages are installed
 //! from `tests/clients/package-lock.json` on first use.
@@ -94,4 +94,14 @@ async fn graphiql_offers_a_token_field_and_sends_the_headers_pane_when_authentic
     let bearer = token("browser-admin", "admin");
     let out = node_with("browser.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
     assert!(out.contains("nothing left the gateway"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_codegen_generates_types_from_the_running_gateway() {
+    use crate::access::{hs256, token};
+    let t = TestDb::new().await;
+    let addr = t.serve_with(hs256(), Default::default()).await;
+    let bearer = token("codegen", "user");
+    let out = node_with("codegen.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
+    assert!(out.contains("TypeScript types generated"), "{out}");
 }
