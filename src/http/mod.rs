@@ -195,6 +195,17 @@ fn refuse(status: StatusCode, err: &AppError) -> Response {
     res
 }
 
+/// GraphQL over HTTP is GET and POST only; anything else gets a GraphQL error too.
+async fn other_method() -> Response {
+    let mut res = refuse(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &AppError::bad_input("GraphQL is served over GET and POST"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    res
+}
+
 /// Authenticates the caller and takes a rate-limit token for it.
 async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     let authorization = headers
@@ -240,7 +251,10 @@ pub fn router(state: AppState) -> Router {
     // Only the GraphQL POST handler reads a body: it does so itself, after authentication, with
     // the body limit and a timeout.
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get).post(graphql_post).fallback(other_method),
+        )
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))

@@ -5,7 +5,9 @@
 import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/client';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { getMainDefinition, relayStylePagination } from '@apollo/client/utilities';
-import { Client, cacheExchange, fetchExchange, subscriptionExchange } from '@urql/core';
+import { Client, fetchExchange, subscriptionExchange } from '@urql/core';
+import { cacheExchange } from '@urql/exchange-graphcache';
+import { relayPagination } from '@urql/exchange-graphcache/extras';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -124,7 +126,6 @@ async function apollo() {
   const first = await client.query({ query: SESSIONS, variables: { first: 1 } });
   const page1 = first.data.sessions;
   check(page1.edges.length === 1 && page1.pageInfo.hasNextPage, 'apollo: nested query, first page', page1.pageInfo);
-  check(page1.edges[0].node.pages.edges.length > 0, 'apollo: sessions > pages > bugs', page1.edges[0].node);
   const watch = client.watchQuery({ query: SESSIONS, variables: { first: 1 } });
   let latest;
   const sub = watch.subscribe({ next: (r) => { latest = r.data; } });
@@ -133,6 +134,8 @@ async function apollo() {
   check(merged.edges.length === 2 && merged.edges[0].node.id === page1.edges[0].node.id,
     'apollo: fetchMore appends the next page', merged.edges.map((e) => e.node.id));
   check(merged.edges[0].node.id !== merged.edges[1].node.id, 'apollo: pages do not overlap');
+  check(merged.edges.some((e) => e.node.pages.edges.some((p) => p.node.bugs.edges.length > 0)),
+    'apollo: sessions > pages > bugs', merged.edges.map((e) => e.node));
   sub.unsubscribe();
   void latest;
 
@@ -173,11 +176,21 @@ async function apollo() {
 
 async function urql(id) {
   const wsClient = createClient({ url: wsUrl, webSocketImpl: WebSocket, connectionParams });
+  // Graphcache, urql's normalized cache: entities by `id`, everything else embedded.
+  const embedded = () => null;
   const client = new Client({
     url,
     fetchOptions: { headers },
     exchanges: [
-      cacheExchange,
+      cacheExchange({
+        keys: {
+          CrawlSessionConnection: embedded, CrawlSessionEdge: embedded,
+          PageConnection: embedded, PageEdge: embedded,
+          BugConnection: embedded, BugEdge: embedded,
+          PageInfo: embedded, SessionProgress: embedded,
+        },
+        resolvers: { Query: { sessions: relayPagination() } },
+      }),
       fetchExchange,
       subscriptionExchange({
         forwardSubscription(request) {
@@ -197,10 +210,23 @@ async function urql(id) {
   const next = await client
     .query(SESSIONS, { first: 1, after: first.data.sessions.pageInfo.endCursor })
     .toPromise();
-  check(!next.error && next.data.sessions.edges[0].node.id !== first.data.sessions.edges[0].node.id,
-    'urql: the next page by cursor');
+  check(!next.error && next.data.sessions.edges.length === 2,
+    'urql: the next page merges after the first (relayPagination)', next.data?.sessions.edges.length);
+  check(next.data.sessions.edges[0].node.id !== next.data.sessions.edges[1].node.id, 'urql: pages do not overlap');
+  // The newest session is the one Apollo created; the next one is seeded, with pages and bugs.
+  const seeded = next.data.sessions.edges[1].node;
+  check(seeded.pages.edges.length > 0 && seeded.pages.edges.some((e) => e.node.bugs.edges.length > 0),
+    'urql: sessions > pages > bugs', seeded);
+
+  // A mutation's answer updates the normalized cache: the cached session shows the new cost
+  // without another request.
+  const before = await client.query(SESSION, { id }).toPromise();
+  check(!before.error && before.data.session.totalCost === '0.2500', 'urql: cached session', before.data);
   const cost = await client.mutation(COST, { id, amount: '1' }).toPromise();
   check(!cost.error && cost.data.addSessionCost.totalCost === '1.2500', 'urql: mutation', cost.error?.message ?? cost.data);
+  const cached = await client.query(SESSION, { id }, { requestPolicy: 'cache-only' }).toPromise();
+  check(cached.data?.session.totalCost === '1.2500', 'urql: the mutation updated the cached session', cached.data);
+
   const messages = await collect((nextMsg, error) => {
     const { unsubscribe } = client.subscription(PROGRESS, { id }).subscribe((r) => {
       if (r.error) error(r.error);

@@ -431,3 +431,117 @@ async fn the_sql_a_request_ran_is_shown_to_developers_and_admins_only() {
         "{v}"
     );
 }
+
+/// Whatever goes wrong at the HTTP edge, the answer is a GraphQL error in JSON, with
+/// `extensions.code` and a GraphQL media type: never plain text, debug output or an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_the_http_endpoint_can_produce_is_a_json_graphql_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestDb::new().await;
+    let addr = t.serve().await;
+    let url = format!("http://{addr}/graphql");
+    let http = reqwest::Client::new();
+    let json_post = |body: String| {
+        http.post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/graphql-response+json")
+            .body(body)
+    };
+    let big = format!("{{\"query\":\"{}\"}}", " ".repeat(5 << 20));
+    let cases = vec![
+        ("bad JSON", json_post("not json".into()), 400),
+        ("a JSON string", json_post("\"{ me { id } }\"".into()), 400),
+        ("null", json_post("null".into()), 400),
+        ("a number", json_post("42".into()), 400),
+        (
+            "a batch",
+            json_post(r#"[{"query":"{ __typename }"}]"#.into()),
+            400,
+        ),
+        ("no query", json_post("{}".into()), 400),
+        (
+            "a query that is not a string",
+            json_post(r#"{"query":5}"#.into()),
+            400,
+        ),
+        (
+            "variables of the wrong type",
+            json_post(r#"{"query":"{ __typename }","variables":"x"}"#.into()),
+            400,
+        ),
+        ("an oversized body", json_post(big), 413),
+        (
+            "no content type",
+            http.post(&url).body(r#"{"query":"{ __typename }"}"#),
+            415,
+        ),
+        (
+            "a form",
+            http.post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("query=x"),
+            415,
+        ),
+        ("GET without a query", http.get(&url), 400),
+        (
+            "GET with bad variables",
+            http.get(&url)
+                .query(&[("query", "{ __typename }"), ("variables", "{not json")]),
+            400,
+        ),
+        (
+            "GET with a mutation",
+            http.get(&url)
+                .query(&[("query", "mutation { __typename }")]),
+            405,
+        ),
+        ("PUT", http.put(&url).body("{}"), 405),
+        ("DELETE", http.delete(&url), 405),
+    ];
+    for (what, req, status) in cases {
+        let r = req.send().await.expect(what);
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let ct = r.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(
+            ct == "application/json" || ct == "application/graphql-response+json",
+            "{what}: {ct}"
+        );
+        let text = r.text().await.expect("body");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
+        assert!(
+            v["errors"][0]["extensions"]["code"].is_string(),
+            "{what}: {v}"
+        );
+        assert!(v.get("data").is_none(), "{what}: {v}");
+    }
+
+    // An oversized body sent in chunks, without a length: refused once the limit is passed.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, " ".repeat(1 << 20));
+    for _ in 0..5 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"BAD_USER_INPUT\""), "{answer}");
+}
