@@ -259,3 +259,18 @@ async fn depth_is_limited_by_the_depth_rule_itself() {
         "{v}"
     );
 }
+
+/// Complexity counts `first` whether it is written in the document or passed as a variable:
+/// a variable cannot smuggle a large page past the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complexity_counts_first_passed_as_a_variable() {
+    let t = TestDb::new().await;
+    let q = "query($n: Int) { sessions(first: $n) { nodes { pages(first: $n) { nodes { bugs(first: $n) { nodes { id } } } } } } }";
+    let (v, _) = t.gql(q, json!({ "n": 500 })).await;
+    assert_eq!(code(&v), "QUERY_TOO_COMPLEX", "{v}");
+    let (v, _) = t.gql(q, json!({ "n": 5 })).await;
+    assert!(v.get("errors").is_none(), "{v}");
+    // The default stands in for an absent variable.
+    let (v, _) = t.gql(q, json!({})).await;
+    assert!(v.get("errors").is_none(), "{v}");
+}
