@@ -85,6 +85,7 @@ pub async fn serve(listen: SocketAddr, demo_data: bool) -> anyhow::Result<()> {
     }
     let limits = Limits::from_env()?;
     let http = HttpConfig::from_env(&limits)?;
+    crate::http::documents::Documents::check(&http.documents)?;
     let database = Database::open(true).await?;
     let result = serve_on(&database, listen, demo_data, started, (jwt, limits, http)).await;
     database.close();

@@ -44,6 +44,9 @@ pub enum AppError {
     /// `RATE_LIMITED`, without `retryAfter`.
     TooMany(String),
     Unavailable(String),
+    /// An automatic persisted query whose hash this gateway does not know: the client sends the
+    /// document with its hash next.
+    PersistedQueryNotFound,
     /// The detail is logged, never sent: clients only learn that something broke.
     Internal(String),
 }
@@ -83,6 +86,7 @@ impl AppError {
             AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
             AppError::RateLimited { .. } | AppError::TooMany(_) => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -109,6 +113,8 @@ impl AppError {
                 format!("rate limit exceeded, retry in {retry_after_secs}s")
             }
             AppError::Unavailable(m) => format!("service unavailable: {m}"),
+            // The exact message Apollo's PersistedQueryLink looks for.
+            AppError::PersistedQueryNotFound => "PersistedQueryNotFound".into(),
             AppError::Internal(_) => "internal error".into(),
         }
     }
@@ -197,6 +203,10 @@ pub(crate) mod tests {
             ),
             (AppError::TooMany("sockets".into()), "RATE_LIMITED"),
             (AppError::Unavailable("db".into()), "UNAVAILABLE"),
+            (
+                AppError::PersistedQueryNotFound,
+                "PERSISTED_QUERY_NOT_FOUND",
+            ),
             (AppError::internal("boom"), "INTERNAL"),
         ]
     }

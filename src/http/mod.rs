@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL over POST/GET with content negotiation, GraphiQL, WebSocket
 //! subscriptions, health and readiness.
 
+pub mod documents;
 mod graphiql;
 pub mod rate;
 pub mod serve;
@@ -61,6 +62,8 @@ pub struct HttpConfig {
     pub timeouts: serve::Timeouts,
     /// WebSocket limits.
     pub ws: ws::WsLimits,
+    /// Persisted queries and trusted documents.
+    pub documents: documents::DocumentsConfig,
 }
 
 impl Default for HttpConfig {
@@ -74,6 +77,7 @@ impl Default for HttpConfig {
             queue_timeout: Duration::from_secs(10),
             timeouts: serve::Timeouts::default(),
             ws: ws::WsLimits::default(),
+            documents: documents::DocumentsConfig::default(),
         }
     }
 }
@@ -122,6 +126,17 @@ impl HttpConfig {
             ),
             timeouts,
             ws,
+            documents: documents::DocumentsConfig {
+                cache_size: env_num("APQ_CACHE_SIZE", d.documents.cache_size)?,
+                max_documents: env_num("APQ_MAX_DOCUMENTS", d.documents.max_documents)?.max(1),
+                trusted: std::env::var_os("TRUSTED_DOCUMENTS")
+                    .filter(|v| !v.is_empty())
+                    .map(std::path::PathBuf::from),
+                trusted_allow_admins: matches!(
+                    std::env::var("TRUSTED_DOCUMENTS_ALLOW_ADMINS").as_deref(),
+                    Ok("1" | "true" | "yes")
+                ),
+            },
         })
     }
 }
@@ -138,6 +153,8 @@ pub struct AppState {
     limiter: Arc<Semaphore>,
     /// Open WebSocket connections per caller.
     ws_connections: Arc<ws::Connections>,
+    /// Persisted queries and trusted documents.
+    documents: Arc<documents::Documents>,
     config: HttpConfig,
 }
 
@@ -174,6 +191,7 @@ impl AppState {
             )),
             limiter: Arc::new(Semaphore::new(config.max_concurrent)),
             ws_connections: Arc::default(),
+            documents: documents::Documents::new(config.documents.clone()),
             config,
         }
     }
@@ -538,6 +556,21 @@ async fn run(
 ) -> Response {
     let legacy = wants_legacy_json(&headers);
     let mut request = request;
+    if let Err(e) = state
+        .documents
+        .resolve(&state.db, &state.schema.guard, &principal, &mut request)
+        .await
+    {
+        let status = match &e {
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            // Apollo's PersistedQueryLink reads the error from any answer; 200 keeps GET
+            // caches and proxies from treating the miss as a failure.
+            AppError::PersistedQueryNotFound => StatusCode::OK,
+            _ => StatusCode::from_u16(AppError::status_of_code(e.code()))
+                .unwrap_or(StatusCode::BAD_REQUEST),
+        };
+        return refuse(status, &e);
+    }
     // A request without a document is not a GraphQL request at all: 400 whatever the media
     // type (a document that fails to parse is the client's error inside a valid request).
     if request.query.trim().is_empty() {
@@ -617,18 +650,73 @@ async fn run(
     } else {
         "application/graphql-response+json"
     };
+    // GET answers are cacheable: a strong ETag of the exact body, revalidated every time
+    // (`no-cache`; `private`: answers depend on the caller). A client that already holds this
+    // body gets 304 and no body.
+    let etag = (via_get && status == StatusCode::OK).then(|| etag_of(&body.chunks));
+    if let Some(tag) = &etag
+        && if_none_match(&headers, tag)
+    {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        let h = res.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(tag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(GET_CACHE_CONTROL),
+        );
+        h.insert(SQL_STATEMENTS_HEADER, HeaderValue::from(stats.statements()));
+        return res;
+    }
     let body = ChunkBody {
         remaining: body.len as u64,
         chunks: body.chunks,
     };
     let mut res = (status, Body::new(body)).into_response();
     let h = res.headers_mut();
+    if let Some(tag) = &etag
+        && let Ok(v) = HeaderValue::from_str(tag)
+    {
+        h.insert(header::ETAG, v);
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(GET_CACHE_CONTROL),
+        );
+    }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(SQL_STATEMENTS_HEADER, HeaderValue::from(stats.statements()));
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert(REQUEST_ID_HEADER, v);
     }
     res
+}
+
+/// Cache-Control of GET answers: any cache may keep them only for this caller, and must ask
+/// again (with `If-None-Match`) before reusing them.
+const GET_CACHE_CONTROL: &str = "private, no-cache";
+
+/// A strong ETag: the SHA-256 of the exact body.
+fn etag_of(chunks: &std::collections::VecDeque<axum::body::Bytes>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for c in chunks {
+        h.update(c);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names this ETag (or `*`).
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == tag || t == "*")
 }
 
 /// A response body of chunks that share the pre-rendered fragments of the response (see

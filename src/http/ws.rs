@@ -402,6 +402,19 @@ impl Connection {
             return Ok(());
         }
         let mut request = request;
+        let documents = self.state.documents.clone();
+        if let Err(e) = documents
+            .resolve(
+                &self.state.db,
+                &self.state.schema.guard,
+                &principal,
+                &mut request,
+            )
+            .await
+        {
+            self.refuse_op(&id, &e);
+            return Ok(());
+        }
         let guard = &self.state.schema.guard;
         if let Err(e) = guard.scan(&request.query) {
             self.on_output(Out::Data(

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod listen;
 pub mod page;
 pub mod pages;
+pub mod persisted;
 pub mod row;
 pub mod schema;
 pub mod scope;

@@ -100,6 +100,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    persisted_queries (hash) {
+        hash -> Text,
+        document -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     projects (id) {
         id -> Uuid,
         slug -> Text,
@@ -136,6 +145,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     crawl_sessions,
     jobs,
     pages,
+    persisted_queries,
     projects,
     users,
 );

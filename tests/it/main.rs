@@ -17,6 +17,7 @@ mod limits;
 mod live;
 mod migrations;
 mod mutations;
+mod persisted;
 mod races;
 mod reads;
 mod schema_files;
