@@ -105,3 +105,13 @@ async fn graphql_codegen_generates_types_from_the_running_gateway() {
     let out = node_with("codegen.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
     assert!(out.contains("TypeScript types generated"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apollo_persisted_query_link_registers_once_then_sends_hashes_as_gets() {
+    use crate::access::{hs256, token};
+    let (t, _) = seeded(2, 1, 0).await;
+    let addr = t.serve_with(hs256(), Default::default()).await;
+    let bearer = token("apq-client", "admin");
+    let out = node_with("apq.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
+    assert!(out.contains("persisted queries work with Apollo Client"), "{out}");
+}
