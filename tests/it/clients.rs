@@ -113,5 +113,8 @@ async fn apollo_persisted_query_link_registers_once_then_sends_hashes_as_gets() 
     let addr = t.serve_with(hs256(), Default::default()).await;
     let bearer = token("apq-client", "admin");
     let out = node_with("apq.mjs", &[&format!("http://{addr}/graphql"), &bearer]).await;
-    assert!(out.contains("persisted queries work with Apollo Client"), "{out}");
+    assert!(
+        out.contains("persisted queries work with Apollo Client"),
+        "{out}"
+    );
 }

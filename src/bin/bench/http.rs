@@ -33,6 +33,19 @@ impl Http {
             self.host,
             body.len()
         );
+        self.send(head, body).await
+    }
+
+    /// A GET of `path_and_query` (already URL-encoded).
+    pub async fn get(&mut self, path_and_query: &str) -> anyhow::Result<Reply> {
+        let head = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            self.host
+        );
+        self.send(head, &[]).await
+    }
+
+    async fn send(&mut self, head: String, body: &[u8]) -> anyhow::Result<Reply> {
         let w = self.stream.get_mut();
         w.write_all(head.as_bytes()).await?;
         w.write_all(body).await?;

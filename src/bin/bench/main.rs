@@ -85,9 +85,15 @@ fn parse_opts() -> anyhow::Result<Opts> {
     })
 }
 
+/// A request of a workload: a JSON body to POST, or a path and query to GET.
+enum Req {
+    Post(Vec<u8>),
+    Get(String),
+}
+
 /// What a workload sends next and how its answer is checked.
 trait Workload: Send + Sync + 'static {
-    fn request(&self, worker: usize, iteration: u64) -> Vec<u8>;
+    fn request(&self, worker: usize, iteration: u64) -> Req;
     fn check(&self, worker: usize, iteration: u64, response: &Value) -> anyhow::Result<()>;
 }
 
@@ -121,9 +127,12 @@ async fn drive(
                 if now >= end {
                     break;
                 }
-                let body = w.request(worker, i);
+                let req = w.request(worker, i);
                 let t = Instant::now();
-                let reply = http.post(&body).await?;
+                let reply = match &req {
+                    Req::Post(body) => http.post(body).await?,
+                    Req::Get(path) => http.get(path).await?,
+                };
                 let took = t.elapsed();
                 let ok = if reply.status != 200 {
                     Err(anyhow::anyhow!(
@@ -210,8 +219,8 @@ struct Q1Load {
 }
 
 impl Workload for Q1Load {
-    fn request(&self, _: usize, _: u64) -> Vec<u8> {
-        self.body.clone()
+    fn request(&self, _: usize, _: u64) -> Req {
+        Req::Post(self.body.clone())
     }
     fn check(&self, _: usize, _: u64, data: &Value) -> anyhow::Result<()> {
         let sessions = data["sessions"]["nodes"]
@@ -240,12 +249,31 @@ impl Workload for Q1Load {
 struct Q2Load {
     expect: Arc<Expect>,
     ids: Vec<String>,
+    /// Sent as a persisted query: a GET with the hash alone.
+    persisted: bool,
+}
+
+/// `{ persistedQuery: { version: 1, sha256Hash } }` of a document.
+fn persisted_extension(document: &str) -> Value {
+    let hash = bughive_gateway::http::documents::sha256_hex(document);
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
 }
 
 impl Workload for Q2Load {
-    fn request(&self, worker: usize, i: u64) -> Vec<u8> {
+    fn request(&self, worker: usize, i: u64) -> Req {
         let id = &self.ids[(worker * 7919 + i as usize) % self.ids.len()];
-        serde_json::to_vec(&json!({ "query": Q2, "variables": { "id": id } })).unwrap_or_default()
+        if self.persisted {
+            // The hash alone, as a GET: what Apollo's PersistedQueryLink sends once registered.
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("variables", &json!({ "id": id }).to_string())
+                .append_pair("extensions", &persisted_extension(Q2).to_string())
+                .finish();
+            return Req::Get(format!("/graphql?{query}"));
+        }
+        Req::Post(
+            serde_json::to_vec(&json!({ "query": Q2, "variables": { "id": id } }))
+                .unwrap_or_default(),
+        )
     }
     fn check(&self, worker: usize, i: u64, data: &Value) -> anyhow::Result<()> {
         let id = &self.ids[(worker * 7919 + i as usize) % self.ids.len()];
@@ -270,7 +298,7 @@ struct Q3Load {
 }
 
 impl Workload for Q3Load {
-    fn request(&self, worker: usize, i: u64) -> Vec<u8> {
+    fn request(&self, worker: usize, i: u64) -> Req {
         let sid = &self.sessions[worker];
         let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (query, variables) = match i % 3 {
@@ -297,7 +325,10 @@ impl Workload for Q3Load {
                 json!({ "s": sid }),
             ),
         };
-        serde_json::to_vec(&json!({ "query": query, "variables": variables })).unwrap_or_default()
+        Req::Post(
+            serde_json::to_vec(&json!({ "query": query, "variables": variables }))
+                .unwrap_or_default(),
+        )
     }
     fn check(&self, _: usize, i: u64, data: &Value) -> anyhow::Result<()> {
         let ok = match i % 3 {
@@ -660,7 +691,8 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
     let uuids = sessions.iter().map(|s| s.id).collect();
     let q2 = Arc::new(Q2Load {
         expect: expect.clone(),
-        ids,
+        ids: ids.clone(),
+        persisted: false,
     });
     let raw_q2 = Raw {
         url: url.clone(),
@@ -674,6 +706,34 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
             pid,
             q2,
             Some(raw_q2),
+            opts,
+        )
+        .await?,
+    );
+
+    // Q2 again as a persisted query: registered once, then GETs with the hash alone.
+    let mut setup = Http::connect(&addr).await?;
+    let register = serde_json::to_vec(&json!({
+        "query": Q2,
+        "variables": { "id": ids[0] },
+        "extensions": persisted_extension(Q2),
+    }))?;
+    let reply = setup.post(&register).await?;
+    if reply.status != 200 {
+        bail!("registering Q2: {}", String::from_utf8_lossy(&reply.body));
+    }
+    let q2_get = Arc::new(Q2Load {
+        expect: expect.clone(),
+        ids,
+        persisted: true,
+    });
+    rows.push(
+        measure(
+            "Q2 as a persisted GET (hash only)",
+            &addr,
+            pid,
+            q2_get,
+            None,
             opts,
         )
         .await?,
@@ -737,6 +797,13 @@ async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         );
     }
     let failed: usize = rows.iter().map(|r| r.errors).sum();
+    if let (Some(post), Some(get)) = (rows.get(1), rows.get(2)) {
+        println!();
+        println!(
+            "Q2 as a persisted GET vs a full POST: {:.2} x the requests per second",
+            get.rps / post.rps.max(1e-9)
+        );
+    }
     if !opts.quick {
         let q1 = &rows[0];
         let q2 = &rows[1];
