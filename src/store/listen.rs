@@ -76,13 +76,12 @@ enum ListenError {
 
 /// One connection's life. `Ok` only when `out` was closed (the replica is shutting down).
 async fn listen_once(url: &str, out: &UnboundedSender<Heard>) -> Result<(), ListenError> {
-    let cfg = super::pg_config(url, 0, "bughive-gateway listener")
+    let (cfg, tls) = super::pg_config(url, 0, "bughive-gateway listener")
         .map_err(|e| ListenError::Connect(e.to_string()))?;
-    let (client, mut connection) =
-        tokio::time::timeout(Duration::from_secs(10), cfg.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| ListenError::Connect("connect timed out".into()))?
-            .map_err(|e| ListenError::Connect(e.to_string()))?;
+    let (client, mut connection) = tokio::time::timeout(Duration::from_secs(10), cfg.connect(tls))
+        .await
+        .map_err(|_| ListenError::Connect("connect timed out".into()))?
+        .map_err(|e| ListenError::Connect(super::with_causes(&e)))?;
 
     // The connection object yields the notifications; it runs on its own task.
     let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<Note>();

@@ -23,9 +23,9 @@ pub mod schema;
 pub mod scope;
 pub mod sessions;
 pub mod sql;
+pub mod tls;
 pub mod users;
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,15 +47,19 @@ pub type Conn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnect
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
-/// The client settings of every connection the gateway opens. `statement_timeout` travels in
-/// the startup packet, so it costs no extra round trip and holds for every statement.
+/// The client settings of every connection the gateway opens, with its TLS connector (see
+/// [`tls`]). `statement_timeout` travels in the startup packet, so it costs no extra round trip
+/// and holds for every statement.
 pub fn pg_config(
     url: &str,
     statement_timeout_ms: u64,
     application_name: &str,
-) -> diesel::ConnectionResult<tokio_postgres::Config> {
-    let mut cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| diesel::ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+) -> diesel::ConnectionResult<(
+    tokio_postgres::Config,
+    tokio_postgres_rustls::MakeRustlsConnect,
+)> {
+    let (mut cfg, tls) =
+        tls::configure(url).map_err(diesel::ConnectionError::InvalidConnectionUrl)?;
     let mut options = cfg.get_options().unwrap_or_default().to_string();
     if statement_timeout_ms > 0 {
         options.push_str(&format!(" -c statement_timeout={statement_timeout_ms}"));
@@ -64,7 +68,7 @@ pub fn pg_config(
     if cfg.get_application_name().is_none() {
         cfg.application_name(application_name);
     }
-    Ok(cfg)
+    Ok((cfg, tls))
 }
 
 /// Opens one pooled-style connection with the gateway's session settings.
@@ -72,12 +76,28 @@ pub async fn connect(
     url: &str,
     statement_timeout_ms: u64,
 ) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let cfg = pg_config(url, statement_timeout_ms, "bughive-gateway")?;
+    let (cfg, tls) = pg_config(url, statement_timeout_ms, "bughive-gateway")?;
     let (client, connection) = cfg
-        .connect(tokio_postgres::NoTls)
+        .connect(tls)
         .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+        .map_err(|e| diesel::ConnectionError::BadConnection(with_causes(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+/// An error with its causes: tokio-postgres says "error performing TLS handshake" and keeps the
+/// reason (an unknown issuer, a name the certificate does not hold) in its source.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Builds the deadpool pool. Every timeout is bounded so an exhausted or unreachable database

@@ -21,3 +21,4 @@ mod persisted;
 mod races;
 mod reads;
 mod schema_files;
+mod tls;
