@@ -5,7 +5,7 @@ use anyhow::Context;
 use bughive_gateway::app::{self, Database};
 use bughive_gateway::config::DbConfig;
 use bughive_gateway::seed::{self, SeedPlan};
-use bughive_gateway::store::{Db, build_pool, revert_last_migration};
+use bughive_gateway::store::{Db, build_pool, pending_migrations, revert_last_migration};
 use clap::{Parser, Subcommand};
 
 /// glibc malloc showed up as 40% of the gateway's CPU under load, much of it arena-lock
@@ -32,6 +32,9 @@ enum Command {
     Migrate {
         #[arg(long)]
         revert: bool,
+        /// Apply nothing: exit with status 1 when migrations are pending (for deploy pipelines).
+        #[arg(long, conflicts_with = "revert")]
+        check: bool,
     },
     /// Write deterministic demo data in bulk.
     Seed {
@@ -104,7 +107,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
             app::serve(listen, !args.no_demo_data).await
         }
-        Command::Migrate { revert } => {
+        Command::Migrate { check: true, .. } => {
+            let database = Database::open(false).await?;
+            let pending = pending_migrations(&database.url).await;
+            database.close();
+            let pending = pending?;
+            if pending.is_empty() {
+                println!("all migrations are applied");
+                return Ok(());
+            }
+            for m in &pending {
+                println!("pending: {m}");
+            }
+            std::process::exit(1);
+        }
+        Command::Migrate { revert, .. } => {
             let database = Database::open(!revert).await?;
             let result = if revert {
                 revert_last_migration(&database.url)

@@ -245,18 +245,92 @@ impl Db {
     }
 }
 
+/// The advisory lock migrations run under, so replicas starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x0062_7567_6869_7665; // "bughive" in ASCII
+
 /// Applies pending migrations on a dedicated connection. Runs at start-up only.
+///
+/// Several replicas may start at the same moment: each takes the same advisory lock first, so
+/// one migrates while the others wait, and then find nothing left to do. A database that holds
+/// a migration this build does not know (a newer gateway migrated it) is refused: running old
+/// code on a newer schema is how data gets lost.
 pub async fn run_migrations(url: &str) -> anyhow::Result<usize> {
-    let conn = connect(url, 0).await?;
+    use diesel::migration::MigrationSource;
+    use diesel_async::SimpleAsyncConnection;
+    let mut conn = connect(url, 0).await?;
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .await?;
+    let known: std::collections::HashSet<String> =
+        MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("reading the migrations: {e}"))?
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+    let applied = applied_versions(&mut conn).await?;
+    if let Some(newer) = applied.iter().find(|v| !known.contains(*v)) {
+        let newest = known.iter().max().cloned().unwrap_or_default();
+        anyhow::bail!(
+            "the database has migration {newer}, which this gateway does not know (its newest is \
+             {newest}): it was migrated by a newer version; run that version, or revert with it"
+        );
+    }
     let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-    let applied = tokio::task::spawn_blocking(move || {
-        harness
+    let (result, harness) = tokio::task::spawn_blocking(move || {
+        let r = harness
             .run_pending_migrations(MIGRATIONS)
             .map(|v| v.len())
-            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+        (r, harness)
     })
-    .await??;
-    Ok(applied)
+    .await?;
+    // Dropping the connection would release the lock too; unlocking says so.
+    let mut conn = harness.into_inner();
+    conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .await?;
+    result
+}
+
+/// Versions recorded as applied; none when the database was never migrated.
+async fn applied_versions(conn: &mut AsyncPgConnection) -> anyhow::Result<Vec<String>> {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct V {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        e: bool,
+    }
+    let exists: Exists =
+        diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS e")
+            .get_result(conn)
+            .await?;
+    if !exists.e {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<V> = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.version).collect())
+}
+
+/// Migrations this build has that the database lacks, oldest first (`migrate --check`).
+pub async fn pending_migrations(url: &str) -> anyhow::Result<Vec<String>> {
+    use diesel::migration::MigrationSource;
+    let mut conn = connect(url, 0).await?;
+    let applied: std::collections::HashSet<String> =
+        applied_versions(&mut conn).await?.into_iter().collect();
+    let mut pending: Vec<String> = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("reading the migrations: {e}"))?
+        .iter()
+        .filter(|m| !applied.contains(&m.name().version().to_string()))
+        .map(|m| m.name().to_string())
+        .collect();
+    pending.sort();
+    Ok(pending)
 }
 
 /// Reverts the newest applied migration and returns its version.

@@ -152,3 +152,90 @@ async fn the_token_command_mints_a_token_the_server_accepts() {
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET must be set"));
 }
+
+/// A database that was never migrated, on the test cluster.
+async fn empty_database(t: &TestDb) -> String {
+    let (prefix, _) = t.url.split_once("dbname=").expect("a key=value url");
+    let name = format!("empty_{}", uuid::Uuid::new_v4().simple());
+    let (admin, conn) =
+        tokio_postgres::connect(&format!("{prefix}dbname='postgres'"), tokio_postgres::NoTls)
+            .await
+            .expect("admin");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create");
+    format!("{prefix}dbname='{name}'")
+}
+
+/// Replicas that start together migrate once: the others wait on the advisory lock, then find
+/// nothing to do. `migrate --check` tells a pipeline whether migrations are pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once_and_check_reports_pending() {
+    let t = TestDb::new().await;
+    let url = empty_database(&t).await;
+
+    let out = run(&url, &["migrate", "--check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pending migrations must fail the check"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("pending: 2026-11-22-000001_core_schema"),
+        "{stdout}"
+    );
+
+    let procs: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
+                .arg("migrate")
+                .env("DATABASE_URL", &url)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM __diesel_schema_migrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let known = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations")
+        .count() as i64;
+    assert_eq!(n, known);
+    let out = run(&url, &["migrate", "--check"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // A database migrated by a newer gateway: this one refuses to run on it.
+    client
+        .batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000001')")
+        .await
+        .expect("a future migration");
+    for args in [&["migrate"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let out = run(&url, args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("29991231000001") && stderr.contains("newer"),
+            "{stderr}"
+        );
+    }
+}
