@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api::{AppSchema, execute};
@@ -265,6 +265,22 @@ fn request_id(headers: &HeaderMap) -> String {
 /// Request and response header carrying the request id, which audit entries record.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Gives every request an `x-request-id` (the client's, or a new one) before anything logs, and
+/// echoes it on the response.
+async fn with_request_id(
+    mut req: axum::http::Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request_id(req.headers());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
+        let mut res = next.run(req).await;
+        res.headers_mut().entry(REQUEST_ID_HEADER).or_insert(v);
+        return res;
+    }
+    next.run(req).await
+}
+
 pub fn router(state: AppState) -> Router {
     // Only the GraphQL POST handler reads a body: it does so itself, after authentication, with
     // the body limit and a timeout.
@@ -279,9 +295,23 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .make_span_with(|req: &axum::http::Request<Body>| {
+                    // Every line logged while serving a request carries its id.
+                    let id = req
+                        .headers()
+                        .get(REQUEST_ID_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %id,
+                    )
+                })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
+        .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }
 

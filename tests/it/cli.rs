@@ -239,3 +239,85 @@ async fn replicas_starting_together_migrate_once_and_check_reports_pending() {
         );
     }
 }
+
+/// Serves with the given environment until one request with an `x-request-id` is answered;
+/// returns its standard error.
+async fn serve_logs(t: &TestDb, env: &[(&str, &str)]) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &t.url)
+        .env("RUST_LOG", "info")
+        .env_remove("LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("serve");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .header("x-request-id", "req-in-logs-42")
+        .json(&serde_json::json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.headers()["x-request-id"], "req-in-logs-42");
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert!(
+        r.headers().get("x-request-id").is_some(),
+        "a request id is made up when absent"
+    );
+    // SIGTERM: a graceful stop, which flushes nothing more than the lines already written.
+    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_with_request_ids_and_plain_logs_have_no_colour_codes() {
+    let t = TestDb::new().await;
+    let logs = serve_logs(&t, &[("LOG_FORMAT", "json")]).await;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["span"]["request_id"] == "req-in-logs-42"),
+        "no line carries the request id: {logs}"
+    );
+
+    let logs = serve_logs(&t, &[]).await;
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a piped log: {logs:?}"
+    );
+    assert!(logs.contains("request_id=req-in-logs-42"), "{logs}");
+}
