@@ -47,6 +47,22 @@ enum Command {
     },
     /// Print the GraphQL SDL.
     Schema,
+    /// Write a pg_dump archive of the database (named by time), keeping the newest N.
+    Backup {
+        /// Where archives go.
+        #[arg(long, default_value = "backups")]
+        dir: std::path::PathBuf,
+        /// How many archives to keep in DIR, this one included.
+        #[arg(long, default_value_t = 7)]
+        keep: usize,
+    },
+    /// Restore a pg_dump archive into an empty database.
+    Restore {
+        file: std::path::PathBuf,
+        /// Replace the contents of a database that is not empty.
+        #[arg(long)]
+        force: bool,
+    },
     /// Mint a development token (HS256, signed with JWT_SECRET).
     Token {
         /// The subject (`sub`): the user's identity.
@@ -168,6 +184,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await;
             database.close();
             result
+        }
+        Command::Backup { dir, keep } => {
+            let database = Database::open(false).await?;
+            let url = database.url.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                let file = bughive_gateway::store::backup::backup(&url, &dir, keep, |step| {
+                    bar.set_message(step.to_owned());
+                });
+                bar.finish_and_clear();
+                file
+            })
+            .await
+            .context("backup task")
+            .and_then(|r| r);
+            database.close();
+            let file = result?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!("wrote {} ({size} bytes)", file.display());
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            // Restored as it was dumped, migrations included: nothing is migrated first.
+            let database = Database::open(false).await?;
+            let result = bughive_gateway::store::backup::restore(&database.url, &file, force).await;
+            database.close();
+            result?;
+            println!("restored {}", file.display());
+            Ok(())
         }
         Command::Schema => {
             print!("{}", bughive_gateway::api::sdl());

@@ -7,6 +7,7 @@
 //! enums (`model`), its queries and writes (`repo`) and the keys of its batched reads.
 
 pub mod audit;
+pub mod backup;
 pub mod batch;
 pub mod bugs;
 pub mod embedded;

@@ -321,3 +321,113 @@ async fn logs_are_json_lines_with_request_ids_and_plain_logs_have_no_colour_code
     );
     assert!(logs.contains("request_id=req-in-logs-42"), "{logs}");
 }
+
+/// `backup` writes rotated pg_dump archives; `restore` brings one back into an empty database
+/// with every row as it was, the audit log still immutable, and refuses a non-empty database
+/// unless forced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_round_trip_and_the_audit_log_stays_immutable() {
+    let t = TestDb::new().await;
+    let out = run(&t.url, SEED);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (v, _) = t
+        .gql(
+            "mutation { createSession(input: { baseUrl: \"https://backup.test/\" }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(v.get("errors").is_none(), "{v}");
+    assert!(t.count("SELECT count(*) FROM audit_logs").await > 0);
+
+    let dir = std::env::temp_dir().join(format!("bh-backups-{}", uuid::Uuid::new_v4()));
+    let dir_s = dir.display().to_string();
+    for _ in 0..3 {
+        let out = run(&t.url, &["backup", "--dir", &dir_s, "--keep", "2"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("wrote "));
+    }
+    let mut archives: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    archives.sort();
+    assert_eq!(archives.len(), 2, "{archives:?}");
+    let newest = archives[1].display().to_string();
+
+    let copy = empty_database(&t).await;
+    let out = run(&copy, &["restore", &newest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let connect = |url: String| async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        c
+    };
+    let (a, b) = (connect(t.url.clone()).await, connect(copy.clone()).await);
+    let tables: Vec<String> = a
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() >= 8, "{tables:?}");
+    for table in &tables {
+        let q = format!(
+            "SELECT count(*)::bigint, coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM \"{table}\" t"
+        );
+        let (ra, rb) = (
+            a.query_one(&q, &[]).await.expect("a"),
+            b.query_one(&q, &[]).await.expect("b"),
+        );
+        let (na, ha): (i64, String) = (ra.get(0), ra.get(1));
+        let (nb, hb): (i64, String) = (rb.get(0), rb.get(1));
+        assert_eq!((na, &ha), (nb, &hb), "{table} differs after the round trip");
+    }
+    // The restored audit log is as immutable as the original.
+    let err = b
+        .batch_execute("UPDATE audit_logs SET action = 'rewritten'")
+        .await
+        .expect_err("the audit log is immutable");
+    assert!(
+        err.to_string().contains("db error") || err.as_db_error().is_some(),
+        "{err}"
+    );
+    let err = b
+        .batch_execute("TRUNCATE audit_logs")
+        .await
+        .expect_err("no truncate");
+    assert!(err.as_db_error().is_some(), "{err}");
+
+    // Not into a database that has data, unless forced.
+    let out = run(&t.url, &["restore", &newest]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    let out = run(
+        &copy,
+        &["restore", "--force", &archives[0].display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
