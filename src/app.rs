@@ -116,7 +116,19 @@ async fn serve_on(
         );
     }
     let timeouts = http.timeouts;
-    let app = router(AppState::new(schema, db.clone(), live.clone(), auth, http));
+    let metrics_listen = http.metrics_listen;
+    let state = AppState::new(schema, db.clone(), live.clone(), auth, http);
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on METRICS_LISTEN={addr}"))?;
+        let app = crate::http::metrics_router(state.clone());
+        tracing::info!("metrics at http://{addr}/metrics");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let app = router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

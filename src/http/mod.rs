@@ -3,6 +3,7 @@
 
 pub mod documents;
 mod graphiql;
+pub mod metrics;
 pub mod rate;
 pub mod serve;
 mod ws;
@@ -64,6 +65,8 @@ pub struct HttpConfig {
     pub ws: ws::WsLimits,
     /// Persisted queries and trusted documents.
     pub documents: documents::DocumentsConfig,
+    /// Where `/metrics` is served (`METRICS_LISTEN`); unset: on the GraphQL address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for HttpConfig {
@@ -78,6 +81,7 @@ impl Default for HttpConfig {
             timeouts: serve::Timeouts::default(),
             ws: ws::WsLimits::default(),
             documents: documents::DocumentsConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -137,6 +141,14 @@ impl HttpConfig {
                     Ok("1" | "true" | "yes")
                 ),
             },
+            metrics_listen: match std::env::var("METRICS_LISTEN") {
+                Ok(v) if !v.is_empty() => Some(v.parse().map_err(|e| {
+                    anyhow::anyhow!(
+                        "METRICS_LISTEN={v:?} is not an address such as 0.0.0.0:9100: {e}"
+                    )
+                })?),
+                _ => None,
+            },
         })
     }
 }
@@ -180,6 +192,7 @@ impl AppState {
                 }
             }
         });
+        metrics::install();
         AppState {
             schema,
             db,
@@ -281,10 +294,19 @@ async fn with_request_id(
     next.run(req).await
 }
 
+/// `/metrics` alone, for `METRICS_LISTEN`: scrapers reach it on an address of its own, which
+/// need not be public.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
+    let metrics_here = state.config.metrics_listen.is_none();
     // Only the GraphQL POST handler reads a body: it does so itself, after authentication, with
     // the body limit and a timeout.
-    Router::new()
+    let routes = Router::new()
         .route(
             "/graphql",
             get(graphql_get).post(graphql_post).fallback(other_method),
@@ -292,7 +314,13 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready));
+    let routes = if metrics_here {
+        routes.route("/metrics", get(metrics::scrape))
+    } else {
+        routes
+    };
+    routes
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<Body>| {
@@ -635,7 +663,7 @@ async fn run(
         principal,
         request_id: Some(request_id.clone()),
     };
-    let request = request.data(state.auth.clone());
+    let mut request = request.data(state.auth.clone());
     let Some(permit) = permit(&state).await else {
         let mut res = refuse(StatusCode::SERVICE_UNAVAILABLE, &busy());
         res.headers_mut()
@@ -647,6 +675,8 @@ async fn run(
     } else {
         state.db.clone()
     };
+    let started = std::time::Instant::now();
+    let (op_name, op_kind) = operation_of(&state, &mut request);
     let (mut response, stats) = execute(&state.schema, &db, actor, request).await;
     if show_sql {
         let log = stats
@@ -670,6 +700,22 @@ async fn run(
             .insert("sql".into(), async_graphql::Value::List(log));
     }
     let status = status_of(&response, legacy);
+    metrics::record_request(
+        op_name.as_deref(),
+        op_kind,
+        status,
+        started.elapsed(),
+        stats.statements(),
+        response.errors.iter().filter_map(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .and_then(|c| match c {
+                    async_graphql::Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+        }),
+    );
     let body = response.to_chunks();
     drop(response);
     // The permit bounds execution, not delivery: a client that reads slowly must not keep
@@ -778,6 +824,41 @@ impl http_body::Body for ChunkBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.remaining)
     }
+}
+
+/// The name and type of the operation a request runs, for the metrics; parsed only once the
+/// guard's scan says the document is safe to parse (execution reuses the parse).
+fn operation_of(
+    state: &AppState,
+    request: &mut async_graphql::Request,
+) -> (Option<String>, &'static str) {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    if state.schema.guard.scan(&request.query).is_err() {
+        return (None, "invalid");
+    }
+    let wanted = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
+        return (None, "invalid");
+    };
+    let (name, ty) = match &doc.operations {
+        DocumentOperations::Single(op) => (None, op.node.ty),
+        DocumentOperations::Multiple(ops) => {
+            let found = match &wanted {
+                Some(w) => ops.iter().find(|(n, _)| n.as_str() == w),
+                None => ops.iter().next(),
+            };
+            match found {
+                Some((n, op)) => (Some(n.to_string()), op.node.ty),
+                None => return (None, "invalid"),
+            }
+        }
+    };
+    let kind = match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    };
+    (name.or(wanted), kind)
 }
 
 /// False when the document holds a mutation or subscription. Unparsable documents pass, so

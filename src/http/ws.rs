@@ -113,6 +113,7 @@ enum Out {
 type Close = Option<(u16, String)>;
 
 pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
+    let _open = super::metrics::SocketGauge::open();
     let (mut sink, mut input) = socket.split();
     let mut conn = Connection {
         state,

@@ -148,6 +148,19 @@ impl Live {
         self.inner.users.subscribe()
     }
 
+    /// Subscribers of this replica: one per subscription following a job or a session.
+    pub fn subscribers(&self) -> usize {
+        fn count<R>(channels: &Channels<R>) -> usize {
+            channels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|tx| tx.receiver_count())
+                .sum()
+        }
+        count(&self.inner.jobs) + count(&self.inner.sessions)
+    }
+
     pub fn is_listening(&self) -> bool {
         self.inner
             .listening

@@ -365,6 +365,28 @@ pub async fn redo_all_migrations(url: &str) -> anyhow::Result<(usize, usize)> {
     .await?
 }
 
+/// PostgreSQL's estimate of each table's rows (`pg_class.reltuples`; -1 before the first
+/// analyze), for the metrics: free to read, unlike `count(*)`.
+pub async fn table_rows_estimate(db: &Db) -> AppResult<Vec<(String, f64)>> {
+    use diesel::sql_types::{Double, Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct R {
+        #[diesel(sql_type = Text)]
+        name: String,
+        #[diesel(sql_type = Double)]
+        rows: f64,
+    }
+    let mut conn = db.conn().await?;
+    let rows: Vec<R> = diesel::sql_query(
+        "SELECT relname::text AS name, reltuples::float8 AS rows FROM pg_class \
+         WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .load(&mut conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.name, r.rows)).collect())
+}
+
 /// True when every embedded migration has been applied; `/ready` reports it.
 pub async fn migrations_applied(db: &Db) -> AppResult<bool> {
     use diesel::sql_types::{BigInt, Text};
@@ -444,7 +466,10 @@ impl From<PoolError> for AppError {
     fn from(e: PoolError) -> Self {
         use deadpool::managed::PoolError as P;
         match e {
-            P::Timeout(_) => AppError::Unavailable("database pool exhausted".into()),
+            P::Timeout(_) => {
+                metrics::counter!("bughive_db_pool_timeouts_total").increment(1);
+                AppError::Unavailable("database pool exhausted".into())
+            }
             P::Backend(e) => AppError::Unavailable(format!("database unreachable: {e}")),
             P::Closed => AppError::Unavailable("database pool closed".into()),
             other => AppError::internal(other),

@@ -15,6 +15,7 @@ mod http;
 mod jobs;
 mod limits;
 mod live;
+mod metrics;
 mod migrations;
 mod mutations;
 mod persisted;

@@ -407,3 +407,21 @@ pub async fn reap_expired(conn: &mut Conn, actor: Author, limit: i64) -> AppResu
     })
     .await
 }
+
+/// Jobs by kind and status, for the metrics.
+pub async fn counts(conn: &mut Conn) -> AppResult<Vec<(String, String, i64)>> {
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        status: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let rows: Vec<R> =
+        Sql::new("SELECT kind, status, count(*) AS n FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .load(conn)
+            .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.status, r.n)).collect())
+}
