@@ -128,6 +128,7 @@ async fn serve_on(
             let _ = axum::serve(listener, app).await;
         });
     }
+    let stopping = state.clone();
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -137,7 +138,11 @@ async fn serve_on(
         started.elapsed().as_millis(),
         listener.local_addr()?
     );
-    crate::http::serve::serve(listener, app, timeouts, shutdown_signal()).await;
+    let shutdown = async move {
+        shutdown_signal().await;
+        stopping.begin_shutdown();
+    };
+    crate::http::serve::serve(listener, app, timeouts, shutdown).await;
     tracing::info!("shutting down");
     reaper.abort();
     live.stop();

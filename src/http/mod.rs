@@ -167,10 +167,18 @@ pub struct AppState {
     ws_connections: Arc<ws::Connections>,
     /// Persisted queries and trusted documents.
     documents: Arc<documents::Documents>,
+    /// Set when the server starts shutting down: WebSockets close with 1001.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
     config: HttpConfig,
 }
 
 impl AppState {
+    /// Tells long-lived connections that the server is going away: each WebSocket closes with
+    /// `1001`, so clients reconnect to another replica at once instead of timing out.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
     pub fn new(
         schema: AppSchema,
         db: Db,
@@ -205,6 +213,7 @@ impl AppState {
             limiter: Arc::new(Semaphore::new(config.max_concurrent)),
             ws_connections: Arc::default(),
             documents: documents::Documents::new(config.documents.clone()),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
             config,
         }
     }

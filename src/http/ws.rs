@@ -139,8 +139,10 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
     tokio::pin!(expiry);
     let mut expires = false;
 
+    let mut stopping = conn.state.stopping.subscribe();
     let close: Close = loop {
         let step: Result<(), Close> = tokio::select! {
+            Ok(()) = stopping.changed() => Err(Some((1001, "the server is shutting down".into()))),
             msg = input.next() => match msg {
                 Some(Ok(Message::Text(t))) => conn.on_message(t.as_bytes()).await,
                 Some(Ok(Message::Binary(b))) => conn.on_message(&b).await,

@@ -431,3 +431,108 @@ async fn backups_round_trip_and_the_audit_log_stays_immutable() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM: the listener stops, a large `recordPages` in flight is either fully written and
+/// acknowledged or not written at all, and WebSockets close with 1001 (going away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_writes_in_flight_and_closes_websockets_with_1001() {
+    use futures::StreamExt;
+    let t = TestDb::new().await;
+    let (v, _) = t
+        .gql(
+            "mutation { createSession(input: { baseUrl: \"https://term.test/\" }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let sid = v["data"]["createSession"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    t.gql(
+        &format!("mutation {{ startSession(id: \"{sid}\") {{ id }} }}"),
+        serde_json::json!({}),
+    )
+    .await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let child = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
+        .args(["serve", "--listen", &addr.to_string()])
+        .env("DATABASE_URL", &t.url)
+        .env("RUST_LOG", "warn")
+        .env("SHUTDOWN_GRACE_SECS", "30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while http
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut ws = crate::harness::ws_connect(addr, "graphql-transport-ws").await;
+
+    let pages: Vec<serde_json::Value> = (0..5_000)
+        .map(|i| serde_json::json!({ "url": format!("https://term.test/p{i}"), "depth": 1 }))
+        .collect();
+    let body = serde_json::json!({
+        "query": "mutation($s: UUID!, $p: [PageInput!]!) { recordPages(sessionId: $s, pages: $p) { inserted } }",
+        "variables": { "s": sid, "p": pages },
+    });
+    let write = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(format!("http://{addr}/graphql"))
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v["data"]["recordPages"]["inserted"].as_i64()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+
+    // The socket is told the server is going away.
+    let code = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = msg {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 10 s");
+    assert_eq!(code, Some(1001));
+
+    let acknowledged = write.await.expect("task");
+    let stored = t
+        .count(&format!(
+            "SELECT count(*) FROM pages WHERE session_id = '{sid}'"
+        ))
+        .await;
+    match acknowledged {
+        Some(n) => assert_eq!((n, stored), (5_000, 5_000), "acknowledged means written"),
+        None => assert_eq!(stored, 0, "unacknowledged means not written"),
+    }
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success(), "a graceful stop exits 0");
+}
