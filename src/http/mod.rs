@@ -67,6 +67,9 @@ pub struct HttpConfig {
     pub documents: documents::DocumentsConfig,
     /// Where `/metrics` is served (`METRICS_LISTEN`); unset: on the GraphQL address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A Redis that holds the rate-limit buckets of every replica (`REDIS_URL`); unset: each
+    /// replica limits on its own.
+    pub redis_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -82,6 +85,7 @@ impl Default for HttpConfig {
             ws: ws::WsLimits::default(),
             documents: documents::DocumentsConfig::default(),
             metrics_listen: None,
+            redis_url: None,
         }
     }
 }
@@ -140,6 +144,14 @@ impl HttpConfig {
                     std::env::var("TRUSTED_DOCUMENTS_ALLOW_ADMINS").as_deref(),
                     Ok("1" | "true" | "yes")
                 ),
+            },
+            redis_url: match std::env::var("REDIS_URL") {
+                Ok(v) if !v.is_empty() => {
+                    redis::Client::open(v.as_str())
+                        .map_err(|e| anyhow::anyhow!("REDIS_URL {v:?}: {e}"))?;
+                    Some(v)
+                }
+                _ => None,
             },
             metrics_listen: match std::env::var("METRICS_LISTEN") {
                 Ok(v) if !v.is_empty() => Some(v.parse().map_err(|e| {
@@ -206,10 +218,19 @@ impl AppState {
             db,
             live,
             auth,
-            rate: Arc::new(rate::CallerLimiter::new(
-                config.rate_per_second,
-                config.rate_burst,
-            )),
+            rate: Arc::new(match &config.redis_url {
+                // The URL was checked at start-up (`HttpConfig::from_env`).
+                Some(url) => rate::CallerLimiter::shared(
+                    config.rate_per_second,
+                    config.rate_burst,
+                    url,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "shared rate limit off; limiting per replica");
+                    rate::CallerLimiter::new(config.rate_per_second, config.rate_burst)
+                }),
+                None => rate::CallerLimiter::new(config.rate_per_second, config.rate_burst),
+            }),
             limiter: Arc::new(Semaphore::new(config.max_concurrent)),
             ws_connections: Arc::default(),
             documents: documents::Documents::new(config.documents.clone()),
@@ -262,7 +283,7 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Principal, Respo
             return Err(refuse(status, &e));
         }
     };
-    if let Err(wait) = state.rate.check(&principal.subject) {
+    if let Err(wait) = state.rate.check(&principal.subject).await {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         return Err(refuse(
             StatusCode::TOO_MANY_REQUESTS,

@@ -319,7 +319,7 @@ impl Connection {
         };
         // A connection counts as one request of its caller against the rate limit.
         let subject = session.principal.subject.clone();
-        if let Err(wait) = self.state.rate.check(&subject) {
+        if let Err(wait) = self.state.rate.check(&subject).await {
             let e = AppError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             };
@@ -384,7 +384,7 @@ impl Connection {
         let Some(principal) = self.current().await? else {
             return Ok(());
         };
-        if let Err(wait) = self.state.rate.check(&principal.subject) {
+        if let Err(wait) = self.state.rate.check(&principal.subject).await {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             self.refuse_op(
                 &id,

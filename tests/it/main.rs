@@ -22,4 +22,5 @@ mod persisted;
 mod races;
 mod reads;
 mod schema_files;
+mod shared_rate;
 mod tls;
