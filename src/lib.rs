@@ -14,3 +14,4 @@ pub mod live;
 pub mod memory;
 pub mod seed;
 pub mod store;
+pub mod telemetry;

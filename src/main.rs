@@ -93,19 +93,30 @@ fn main() -> std::process::ExitCode {
     bughive_gateway::memory::tune();
     // One JSON object per line with LOG_FORMAT=json (for log shippers); colours only on a
     // terminal, so log files hold no escape codes.
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,tower_http=info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let traces = match bughive_gateway::telemetry::layer() {
+        Ok(layer) => layer,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(traces);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        logs.json()
+        let logs = tracing_subscriber::fmt::layer()
+            .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
+            .with_writer(std::io::stderr);
+        registry.with(logs).init();
     } else {
         use std::io::IsTerminal;
-        logs.with_ansi(std::io::stderr().is_terminal()).init();
+        let logs = tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        registry.with(logs).init();
     }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
@@ -115,7 +126,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Buffered spans go out before the process does.
+    bughive_gateway::telemetry::shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -360,12 +360,18 @@ pub fn router(state: AppState) -> Router {
                         .get(REQUEST_ID_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
                         method = %req.method(),
                         path = %req.uri().path(),
                         request_id = %id,
-                    )
+                        graphql.operation = tracing::field::Empty,
+                        graphql.type = tracing::field::Empty,
+                        enduser.id = tracing::field::Empty,
+                        http.status_code = tracing::field::Empty,
+                    );
+                    crate::telemetry::continue_trace(&span, req.headers());
+                    span
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
@@ -687,6 +693,7 @@ async fn run(
     }
     let request_id = request_id(&headers);
     // The SQL a request ran tells how the data is stored: for developers and admins only.
+    tracing::Span::current().record("enduser.id", principal.subject.as_str());
     let show_sql = headers.contains_key(SQL_LOG_HEADER)
         && (state.auth.is_dev_mode() || principal.role == crate::auth::Role::Admin);
     let actor = Actor {
@@ -730,6 +737,15 @@ async fn run(
             .insert("sql".into(), async_graphql::Value::List(log));
     }
     let status = status_of(&response, legacy);
+    {
+        let span = tracing::Span::current();
+        span.record(
+            "graphql.operation",
+            op_name.as_deref().unwrap_or("anonymous"),
+        );
+        span.record("graphql.type", op_kind);
+        span.record("http.status_code", status.as_u16());
+    }
     metrics::record_request(
         op_name.as_deref(),
         op_kind,

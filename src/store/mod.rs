@@ -163,10 +163,21 @@ impl QueryStats {
     }
 }
 
+/// The statement without its bound values: diesel's debug form appends them (`-- binds: […]`),
+/// and they are data (emails, titles) that neither the SQL panel nor a trace backend should see.
+fn statement_text(debug: &str) -> String {
+    debug
+        .split_once(" -- binds: ")
+        .map_or(debug, |(sql, _)| sql)
+        .to_owned()
+}
+
 struct Counting {
     stats: Arc<QueryStats>,
     /// The statement in flight on this connection, when recording.
     running: Option<(String, Instant)>,
+    /// Its trace span, while traces are exported: closed when the statement finishes.
+    span: Option<tracing::Span>,
 }
 
 impl Instrumentation for Counting {
@@ -175,11 +186,24 @@ impl Instrumentation for Counting {
             InstrumentationEvent::StartQuery { query, .. } => {
                 self.stats.statements.fetch_add(1, Ordering::Relaxed);
                 tracing::trace!(target: "bughive::sql", %query);
-                if self.stats.log.is_some() {
-                    self.running = Some((query.to_string(), Instant::now()));
+                let traced = crate::telemetry::enabled();
+                if self.stats.log.is_some() || traced {
+                    let sql = statement_text(&query.to_string());
+                    if traced {
+                        self.span = Some(tracing::info_span!(
+                            "sql",
+                            db.system = "postgresql",
+                            db.statement = %sql,
+                            otel.kind = "client",
+                        ));
+                    }
+                    if self.stats.log.is_some() {
+                        self.running = Some((sql, Instant::now()));
+                    }
                 }
             }
             InstrumentationEvent::FinishQuery { .. } => {
+                self.span = None;
                 if let (Some(log), Some((sql, started))) = (&self.stats.log, self.running.take()) {
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     log.lock()
@@ -241,6 +265,7 @@ impl Db {
         conn.set_instrumentation(Counting {
             stats: self.stats.clone(),
             running: None,
+            span: None,
         });
         Ok(conn)
     }
@@ -423,7 +448,8 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = AppResult<T>> + Send + 'static,
 {
-    tokio::spawn(fut)
+    // The write keeps the request's trace: its statements are children of the request's span.
+    tokio::spawn(tracing::Instrument::in_current_span(fut))
         .await
         .map_err(|e| AppError::internal(format!("write task failed: {e}")))?
 }

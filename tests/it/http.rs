@@ -415,6 +415,11 @@ async fn the_sql_a_request_ran_is_shown_to_developers_and_admins_only() {
             .contains("LATERAL"),
         "{v}"
     );
+    assert!(
+        sql.iter()
+            .all(|s| !s["statement"].as_str().unwrap_or("").contains("binds")),
+        "bound values stay out of the SQL panel: {v}"
+    );
     let (_, v) = ask(dev, None, false).await;
     assert!(v.get("extensions").is_none(), "{v}");
 

@@ -24,3 +24,4 @@ mod reads;
 mod schema_files;
 mod shared_rate;
 mod tls;
+mod traces;
