@@ -243,37 +243,13 @@ async fn replicas_starting_together_migrate_once_and_check_reports_pending() {
 /// Serves with the given environment until one request with an `x-request-id` is answered;
 /// returns its standard error.
 async fn serve_logs(t: &TestDb, env: &[(&str, &str)]) -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &t.url)
-        .env("RUST_LOG", "info")
-        .env_remove("LOG_FORMAT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("serve");
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "info"));
+    let (child, addr) =
+        crate::harness::spawn_gateway(&t.url, &env, std::process::Stdio::piped()).await;
     let http = reqwest::Client::new();
-    let started = std::time::Instant::now();
-    while http
-        .get(format!("http://127.0.0.1:{port}/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "never up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let r = http
-        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .post(format!("http://{addr}/graphql"))
         .header("x-request-id", "req-in-logs-42")
         .json(&serde_json::json!({ "query": "{ __typename }" }))
         .send()
@@ -281,7 +257,7 @@ async fn serve_logs(t: &TestDb, env: &[(&str, &str)]) -> String {
         .expect("post");
     assert_eq!(r.headers()["x-request-id"], "req-in-logs-42");
     let r = http
-        .get(format!("http://127.0.0.1:{port}/health"))
+        .get(format!("http://{addr}/health"))
         .send()
         .await
         .expect("health");
@@ -289,11 +265,7 @@ async fn serve_logs(t: &TestDb, env: &[(&str, &str)]) -> String {
         r.headers().get("x-request-id").is_some(),
         "a request id is made up when absent"
     );
-    // SIGTERM: a graceful stop, which flushes nothing more than the lines already written.
-    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    crate::harness::terminate(&child);
     let out = child.wait_with_output().expect("wait");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -454,34 +426,13 @@ async fn sigterm_finishes_writes_in_flight_and_closes_websockets_with_1001() {
     )
     .await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let child = Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
-        .args(["serve", "--listen", &addr.to_string()])
-        .env("DATABASE_URL", &t.url)
-        .env("RUST_LOG", "warn")
-        .env("SHUTDOWN_GRACE_SECS", "30")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("serve");
+    let (child, addr) = crate::harness::spawn_gateway(
+        &t.url,
+        &[("SHUTDOWN_GRACE_SECS", "30")],
+        std::process::Stdio::null(),
+    )
+    .await;
     let http = reqwest::Client::new();
-    let started = std::time::Instant::now();
-    while http
-        .get(format!("http://{addr}/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "never up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
     let mut ws = crate::harness::ws_connect(addr, "graphql-transport-ws").await;
 
     let pages: Vec<serde_json::Value> = (0..5_000)
@@ -505,10 +456,7 @@ async fn sigterm_finishes_writes_in_flight_and_closes_websockets_with_1001() {
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(40)).await;
-    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    crate::harness::terminate(&child);
 
     // The socket is told the server is going away.
     let code = tokio::time::timeout(std::time::Duration::from_secs(10), async {

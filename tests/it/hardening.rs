@@ -284,22 +284,7 @@ async fn the_default_body_limit_fits_the_largest_real_request_and_no_more() {
     assert_eq!(v["data"]["recordPages"]["inserted"], 5_000, "{v}");
 
     // A 5 MiB body is refused as soon as its length is announced.
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!(
-            "POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            5 << 20
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
-        .await
-        .expect("answered before the body")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = crate::harness::oversized_head_answer(addr).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"BAD_USER_INPUT\""), "{answer}");
 }

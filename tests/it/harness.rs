@@ -461,3 +461,71 @@ pub fn anonymous_admin() -> Actor {
         request_id: None,
     }
 }
+
+/// A gateway process serving `DATABASE_URL=url` on a free loopback port, with extra environment
+/// (`RUST_LOG=warn` unless given); returned once `/health` answers.
+pub async fn spawn_gateway(
+    url: &str,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_bughive-gateway"));
+    cmd.args(["serve", "--listen", &addr.to_string()])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env_remove("JWT_SECRET")
+        .env_remove("LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start the gateway");
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while http
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the gateway never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (child, addr)
+}
+
+/// Sends SIGTERM, the signal a process manager stops a replica with.
+pub fn terminate(child: &std::process::Child) {
+    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// Announces a 5 MiB JSON body and sends only the head; returns what the server answers.
+pub async fn oversized_head_answer(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            5 << 20
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("head");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut answer))
+        .await
+        .expect("answered before the body")
+        .expect("read");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}

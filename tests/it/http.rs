@@ -523,22 +523,7 @@ async fn every_error_the_http_endpoint_can_produce_is_a_json_graphql_error() {
 
     // An oversized body announced by its length: refused before it is sent (a client still
     // writing it may see its connection closed, so this one only sends the head).
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(
-        format!(
-            "POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            5 << 20
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("head");
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut answer))
-        .await
-        .expect("answered")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = crate::harness::oversized_head_answer(addr).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
         answer.contains("content-type: application/json"),

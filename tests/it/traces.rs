@@ -54,35 +54,22 @@ async fn requests_and_their_sql_are_traced_over_otlp() {
         let _ = axum::serve(listener, receiver).await;
     });
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_bughive-gateway"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &t.url)
-        .env("RUST_LOG", "info")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("serve");
+    let endpoint = format!("http://{otlp}");
+    let (child, addr) = crate::harness::spawn_gateway(
+        &t.url,
+        &[
+            ("RUST_LOG", "info"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        std::process::Stdio::null(),
+    )
+    .await;
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http
-        .get(format!("http://127.0.0.1:{port}/health"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "never up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let r = http
-        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .post(format!("http://{addr}/graphql"))
         .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
         .json(&serde_json::json!({
             "query": "query Traced { sessions { nodes { pages { nodes { bugs { nodes { id } } } } } } }"
@@ -92,10 +79,7 @@ async fn requests_and_their_sql_are_traced_over_otlp() {
         .expect("post");
     assert_eq!(r.status(), 200);
     // A graceful stop flushes the spans still buffered.
-    // SAFETY: kill with a child's pid and a signal number has no memory-safety preconditions.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    crate::harness::terminate(&child);
     let out = child.wait_with_output().expect("exit");
     assert!(out.status.success());
 
