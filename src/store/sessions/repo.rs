@@ -48,6 +48,25 @@ impl ById for SessionRow {
     }
 }
 
+/// The sessions the scope may see that match the filter: the base of the list and its count, as
+/// the audit log's `filtered` is.
+fn filtered(
+    scope: &Scope,
+    filter: &SessionFilter,
+) -> crate::store::schema::crawl_sessions::BoxedQuery<'static, diesel::pg::Pg> {
+    let mut q = s::crawl_sessions.into_boxed();
+    if let Some(v) = scope.visible(s::id) {
+        q = q.filter(v);
+    }
+    if let Some(st) = filter.status {
+        q = q.filter(s::status.eq(st));
+    }
+    if let Some(url) = &filter.base_url {
+        q = q.filter(s::base_url.eq(url.clone()));
+    }
+    q
+}
+
 /// Newest first, keyset-paginated.
 pub async fn list(
     conn: &mut Conn,
@@ -55,39 +74,19 @@ pub async fn list(
     filter: &SessionFilter,
     window: &Window,
 ) -> AppResult<Vec<SessionRow>> {
-    let mut q = s::crawl_sessions
-        .select(SessionRow::as_select())
-        .into_boxed();
-    if let Some(v) = scope.visible(s::id) {
-        q = q.filter(v);
-    }
-    if let Some(st) = filter.status {
-        q = q.filter(s::status.eq(st));
-    }
-    if let Some(url) = &filter.base_url {
-        q = q.filter(s::base_url.eq(url));
-    }
+    let mut q = filtered(scope, filter);
     if let Some(after) = window.after(Direction::Descending) {
         q = q.filter(after);
     }
-    Ok(q.order((s::created_at.desc(), s::id.desc()))
+    Ok(q.select(SessionRow::as_select())
+        .order((s::created_at.desc(), s::id.desc()))
         .limit(window.limit())
         .load(conn)
         .await?)
 }
 
 pub async fn count(conn: &mut Conn, scope: &Scope, filter: &SessionFilter) -> AppResult<i64> {
-    let mut q = s::crawl_sessions.count().into_boxed();
-    if let Some(v) = scope.visible(s::id) {
-        q = q.filter(v);
-    }
-    if let Some(st) = filter.status {
-        q = q.filter(s::status.eq(st));
-    }
-    if let Some(url) = &filter.base_url {
-        q = q.filter(s::base_url.eq(url));
-    }
-    Ok(q.get_result(conn).await?)
+    Ok(filtered(scope, filter).count().get_result(conn).await?)
 }
 
 pub async fn insert_many(conn: &mut Conn, rows: &[SessionRow]) -> AppResult<usize> {
