@@ -1,7 +1,8 @@
 //! Start-up and shutdown: choosing the database, migrating, seeding demo data, serving.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -9,9 +10,10 @@ use crate::api::Limits;
 use crate::auth::Authenticator;
 use crate::auth::authenticator::DEV_SUBJECT;
 use crate::auth::jwt::{Claims, JwtConfig};
-use crate::config::{DbConfig, database_url, embedded_data_dir};
+use crate::config::{DbConfig, ReadConfig, database_url, embedded_data_dir};
 use crate::http::{AppState, HttpConfig, router};
 use crate::store::embedded::{DB_NAME, EmbeddedOptions, EmbeddedPg};
+use crate::store::replicas::Replicas;
 use crate::store::{Db, build_pool, run_migrations};
 
 /// The database the process talks to, and the embedded cluster behind it when there is one.
@@ -99,8 +101,31 @@ async fn serve_on(
     started: Instant,
     (jwt, limits, http): (JwtConfig, Limits, HttpConfig),
 ) -> anyhow::Result<()> {
-    let pool = build_pool(&DbConfig::from_env(database.url.clone())?)?;
-    let db = Db::new(pool);
+    let db_config = DbConfig::from_env(database.url.clone())?;
+    let pool = build_pool(&db_config)?;
+    let mut db = Db::new(pool.clone());
+    let reads = ReadConfig::from_env()?;
+    let mut checker = None;
+    if !reads.urls.is_empty() {
+        let replicas = Arc::new(Replicas::new(
+            &reads.urls,
+            &db_config,
+            Duration::from_millis(reads.max_lag_ms),
+            Duration::from_millis(reads.check_ms),
+        )?);
+        // The first check runs before serving, so the first reads can already use replicas.
+        replicas.check(&pool).await;
+        for r in replicas.status() {
+            match &r.error {
+                None => tracing::info!(replica = %r.name, "reading from replica"),
+                Some(e) => {
+                    tracing::warn!(replica = %r.name, error = %e, "replica not usable yet; reading from the primary until it is")
+                }
+            }
+        }
+        checker = Some(replicas.spawn_checker(pool.clone()));
+        db = db.with_replicas(replicas);
+    }
     if demo_data && database.is_fresh_embedded() {
         let n = crate::seed::run(&db, DEMO, false).await?;
         tracing::info!(rows = n, "seeded demo data (pass --no-demo-data to skip)");
@@ -145,8 +170,14 @@ async fn serve_on(
     crate::http::serve::serve(listener, app, timeouts, shutdown).await;
     tracing::info!("shutting down");
     reaper.abort();
+    if let Some(c) = checker {
+        c.abort();
+    }
     live.stop();
     db.pool().close();
+    if let Some(r) = db.replicas() {
+        r.close();
+    }
     Ok(())
 }
 

@@ -52,3 +52,76 @@ pub fn embedded_data_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".bughive/pg"))
 }
+
+/// Read replicas: `DATABASE_READ_URL` (comma-separated), `DB_READ_MAX_LAG_MS` (default 2000),
+/// `DB_READ_CHECK_MS` (default 500).
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    pub urls: Vec<String>,
+    pub max_lag_ms: u64,
+    pub check_ms: u64,
+}
+
+impl ReadConfig {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let urls = std::env::var("DATABASE_READ_URL")
+            .map(|v| split_urls(&v))
+            .unwrap_or_default();
+        let check_ms = env_num("DB_READ_CHECK_MS", 500u64)?;
+        if check_ms == 0 {
+            anyhow::bail!("DB_READ_CHECK_MS must be at least 1");
+        }
+        Ok(ReadConfig {
+            urls,
+            max_lag_ms: env_num("DB_READ_MAX_LAG_MS", 2_000u64)?,
+            check_ms,
+        })
+    }
+}
+
+/// Splits `DATABASE_READ_URL` into connection strings. Commas separate replicas, but a URL may
+/// itself list several hosts with commas (`postgres://h1,h2/db`): a piece starts a new replica
+/// only when it starts like a connection string (a scheme or a `key=value`).
+pub fn split_urls(list: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in list.split(',') {
+        let t = piece.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let starts_new = t.starts_with("postgres://")
+            || t.starts_with("postgresql://")
+            || t.split_once('=').is_some_and(|(k, _)| {
+                !k.trim().is_empty()
+                    && k.trim()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        match out.last_mut() {
+            Some(last) if !starts_new => {
+                last.push(',');
+                last.push_str(t);
+            }
+            _ => out.push(t.to_owned()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_urls_split_on_commas_between_connection_strings_only() {
+        assert_eq!(
+            split_urls("postgres://a/db, postgres://h1,h2:5433/db ,host=c dbname=x,"),
+            vec![
+                "postgres://a/db".to_owned(),
+                "postgres://h1,h2:5433/db".to_owned(),
+                "host=c dbname=x".to_owned(),
+            ]
+        );
+        assert!(split_urls(" ").is_empty());
+    }
+}

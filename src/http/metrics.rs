@@ -123,6 +123,18 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         0.0
     });
     metrics::gauge!("bughive_subscriptions_active").set(state.live.subscribers() as f64);
+    if let Some(replicas) = state.db.replicas() {
+        for r in replicas.status() {
+            let up = if r.up { 1.0 } else { 0.0 };
+            let usable = if r.usable { 1.0 } else { 0.0 };
+            metrics::gauge!("bughive_db_replica_up", "replica" => r.name.clone()).set(up);
+            metrics::gauge!("bughive_db_replica_usable", "replica" => r.name.clone()).set(usable);
+            if let Some(lag) = r.lag {
+                metrics::gauge!("bughive_db_replica_lag_seconds", "replica" => r.name)
+                    .set(lag.as_secs_f64());
+            }
+        }
+    }
     // Make sure the counters exist from the first scrape, at zero.
     metrics::counter!("bughive_db_pool_timeouts_total").increment(0);
     metrics::gauge!("bughive_websocket_connections").increment(0.0);

@@ -28,6 +28,7 @@ use crate::api::{AppSchema, execute};
 use crate::auth::{Actor, Authenticator, Principal};
 use crate::error::AppError;
 use crate::live::Live;
+use crate::store::replicas::Lsn;
 use crate::store::{Db, migrations_applied};
 
 /// Response header carrying the number of SQL statements the request issued.
@@ -36,6 +37,11 @@ pub const SQL_STATEMENTS_HEADER: &str = "x-sql-statements";
 /// Request header asking for the statements the request ran, with their durations, in the
 /// response's `extensions.sql`. Honoured in development mode and for admins only.
 pub const SQL_LOG_HEADER: &str = "x-bughive-sql";
+
+/// Read your writes across replicas: a response that wrote carries the primary's WAL position
+/// in this header (and in `extensions.lsn`); a request that sends it back is read from a
+/// replica only once that replica has replayed it, else from the primary.
+pub const LSN_HEADER: &str = "x-bughive-lsn";
 
 /// HTTP-level settings (see the README's configuration table).
 #[derive(Debug, Clone)]
@@ -707,6 +713,10 @@ async fn run(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return res;
     };
+    let min_lsn = match read_after(&headers) {
+        Ok(lsn) => lsn,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e),
+    };
     let db = if show_sql {
         state.db.recording()
     } else {
@@ -714,7 +724,30 @@ async fn run(
     };
     let started = std::time::Instant::now();
     let (op_name, op_kind) = operation_of(&state, &mut request);
+    // Queries may read from a replica; a mutation, and everything its response reads, runs on
+    // the primary.
+    let db = if op_kind == "query" {
+        db.for_read(min_lsn)
+    } else {
+        db
+    };
     let (mut response, stats) = execute(&state.schema, &db, actor, request).await;
+    let wrote_at = if op_kind == "mutation" && db.has_replicas() {
+        match db.primary_lsn().await {
+            Ok(lsn) => Some(lsn.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "could not read the primary's WAL position");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(lsn) = &wrote_at {
+        response
+            .extensions
+            .insert("lsn".into(), async_graphql::Value::String(lsn.clone()));
+    }
     if show_sql {
         let log = stats
             .log()
@@ -811,7 +844,22 @@ async fn run(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert(REQUEST_ID_HEADER, v);
     }
+    if let Some(v) = wrote_at.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(LSN_HEADER, v);
+    }
     res
+}
+
+/// The WAL position a client asks to read after (`x-bughive-lsn`), if it sent one.
+fn read_after(headers: &HeaderMap) -> Result<Option<Lsn>, AppError> {
+    let Some(v) = headers.get(LSN_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .map_err(|_| "not text".to_owned())
+        .and_then(str::parse)
+        .map(Some)
+        .map_err(|e| AppError::bad_field(LSN_HEADER, e))
 }
 
 /// Cache-Control of GET answers: any cache may keep them only for this caller, and must ask
@@ -929,11 +977,28 @@ async fn health() -> impl IntoResponse {
 async fn ready(State(state): State<AppState>) -> Response {
     let check = tokio::time::timeout(Duration::from_secs(1), migrations_applied(&state.db)).await;
     match check {
-        Ok(Ok(true)) => (
-            StatusCode::OK,
-            axum::Json(json!({ "status": "ready", "listening": state.live.is_listening() })),
-        )
-            .into_response(),
+        Ok(Ok(true)) => {
+            let mut body = json!({ "status": "ready", "listening": state.live.is_listening() });
+            // A replica that is down or lagging does not make this replica unready: the
+            // primary serves its reads meanwhile.
+            if let Some(replicas) = state.db.replicas() {
+                body["replicas"] = replicas
+                    .status()
+                    .into_iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.name,
+                            "up": r.up,
+                            "usable": r.usable,
+                            "lagMs": r.lag.map(|l| l.as_millis() as u64),
+                            "replayLsn": r.replay_lsn.to_string(),
+                            "error": r.error,
+                        })
+                    })
+                    .collect();
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
         Ok(Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "status": "unavailable", "reason": "migrations pending" })),

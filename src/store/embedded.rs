@@ -323,6 +323,16 @@ impl EmbeddedPg {
         &self.data_dir
     }
 
+    /// The directory of the cluster's unix socket (its `host`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The user the server runs as, when this process runs as root.
+    pub fn run_as(&self) -> Option<(u32, u32)> {
+        self.run_as
+    }
+
     /// Creates the database unless it exists.
     pub async fn ensure_database(&self, dbname: &str) -> anyhow::Result<()> {
         let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod page;
 pub mod pages;
 pub mod persisted;
+pub mod replicas;
 pub mod row;
 pub mod schema;
 pub mod scope;
@@ -216,12 +217,16 @@ impl Instrumentation for Counting {
     }
 }
 
-/// The pool plus the statement counter of the request (or task) that uses it.
+/// The pool plus the statement counter of the request (or task) that uses it, and where its
+/// reads go: the primary, or one read replica chosen for the whole request (`for_read`).
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     stats: Arc<QueryStats>,
     record: bool,
+    replicas: Option<Arc<replicas::Replicas>>,
+    /// The replica this handle reads from; `None` is the primary.
+    target: Option<usize>,
 }
 
 impl Db {
@@ -230,16 +235,23 @@ impl Db {
             pool,
             stats: Arc::default(),
             record: false,
+            replicas: None,
+            target: None,
         }
+    }
+
+    /// This handle, with read replicas that [`Db::for_read`] may route to.
+    pub fn with_replicas(mut self, replicas: Arc<replicas::Replicas>) -> Self {
+        self.replicas = Some(replicas).filter(|r| !r.is_empty());
+        self
     }
 
     /// A handle sharing the pool but counting into a fresh counter (recording, if this one
     /// records).
     pub fn scoped(&self) -> Self {
         Db {
-            pool: self.pool.clone(),
             stats: Arc::new(QueryStats::new(self.record)),
-            record: self.record,
+            ..self.clone()
         }
     }
 
@@ -251,6 +263,36 @@ impl Db {
         }
     }
 
+    /// A handle for a read-only request: a usable replica that has replayed `min_lsn` (the
+    /// client's last write), else the primary. The choice holds for the whole request, so all
+    /// its levels read one server's state.
+    pub fn for_read(&self, min_lsn: Option<replicas::Lsn>) -> Self {
+        let Some(replicas) = &self.replicas else {
+            return self.clone();
+        };
+        let target = replicas.pick(min_lsn);
+        let to = if target.is_some() {
+            "replica"
+        } else {
+            "primary"
+        };
+        metrics::counter!("bughive_db_reads_total", "target" => to).increment(1);
+        Db {
+            target,
+            ..self.clone()
+        }
+    }
+
+    /// True when reads may go to replicas, so writes should report their WAL position.
+    pub fn has_replicas(&self) -> bool {
+        self.replicas.is_some()
+    }
+
+    pub fn replicas(&self) -> Option<&Arc<replicas::Replicas>> {
+        self.replicas.as_ref()
+    }
+
+    /// The primary's pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -259,15 +301,32 @@ impl Db {
         &self.stats
     }
 
-    /// Checks a connection out and points its instrumentation at this handle's counter.
+    /// Checks a connection out and points its instrumentation at this handle's counter. A
+    /// replica that cannot be reached is marked down and the primary answers instead.
     pub async fn conn(&self) -> AppResult<Conn> {
-        let mut conn = self.pool.get().await?;
+        let replica = match (&self.replicas, self.target) {
+            (Some(r), Some(i)) => r.conn(i).await,
+            _ => None,
+        };
+        let mut conn = match replica {
+            Some(c) => c,
+            None => self.pool.get().await?,
+        };
         conn.set_instrumentation(Counting {
             stats: self.stats.clone(),
             running: None,
             span: None,
         });
         Ok(conn)
+    }
+
+    /// The primary's WAL position now, for a client to read its own writes from a replica.
+    pub async fn primary_lsn(&self) -> AppResult<replicas::Lsn> {
+        let primary = Db {
+            target: None,
+            ..self.clone()
+        };
+        replicas::current_lsn(&mut primary.conn().await?).await
     }
 }
 

@@ -21,6 +21,7 @@ mod mutations;
 mod persisted;
 mod races;
 mod reads;
+mod replicas;
 mod schema_files;
 mod shared_rate;
 mod tls;
