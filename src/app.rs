@@ -133,6 +133,11 @@ async fn serve_on(
     let schema = crate::api::build_schema_with(&limits);
     let live = crate::live::Live::start(database.url.clone(), db.scoped());
     let reaper = crate::store::jobs::reaper::spawn(db.scoped(), reap_interval()?);
+    let retention = crate::store::events::retention::spawn(
+        db.scoped(),
+        crate::config::event_retention()?,
+        std::time::Duration::from_secs(60),
+    );
     let auth = Authenticator::new(jwt, db.scoped());
     if auth.is_dev_mode() {
         tracing::warn!(
@@ -170,6 +175,7 @@ async fn serve_on(
     crate::http::serve::serve(listener, app, timeouts, shutdown).await;
     tracing::info!("shutting down");
     reaper.abort();
+    retention.abort();
     if let Some(c) = checker {
         c.abort();
     }
@@ -205,7 +211,9 @@ pub fn mint_token(
     if crate::auth::Role::from_db(&role).is_none() {
         anyhow::bail!("--role must be admin, manager, user or service, not {role:?}");
     }
-    let secs = parse_ttl(ttl)?;
+    let secs = crate::config::parse_duration(ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl {e}"))?
+        .as_secs();
     let now = crate::auth::jwt::now();
     jwt.mint(&Claims {
         sub: sub.to_owned(),
@@ -218,25 +226,6 @@ pub fn mint_token(
         email,
         name: None,
     })
-}
-
-fn parse_ttl(ttl: &str) -> anyhow::Result<u64> {
-    let ttl = ttl.trim();
-    let (num, unit) = ttl.split_at(ttl.find(|c: char| !c.is_ascii_digit()).unwrap_or(ttl.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--ttl {ttl:?}: expected a number and s, m, h or d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => anyhow::bail!("--ttl {ttl:?}: the unit must be s, m, h or d"),
-    };
-    if secs == 0 {
-        anyhow::bail!("--ttl must be positive");
-    }
-    Ok(secs)
 }
 
 /// Resolves on SIGINT or SIGTERM.

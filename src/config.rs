@@ -53,6 +53,36 @@ pub fn embedded_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".bughive/pg"))
 }
 
+/// A duration written as a number and a unit: `90s`, `30m`, `12h`, `7d` (no unit: seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{t:?}: expected a number and s, m, h or d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{t:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("{t:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// How long the event log keeps events (`EVENT_RETENTION`, default 7 days).
+pub fn event_retention() -> anyhow::Result<std::time::Duration> {
+    match std::env::var("EVENT_RETENTION") {
+        Ok(v) if !v.trim().is_empty() => {
+            parse_duration(&v).map_err(|e| anyhow::anyhow!("EVENT_RETENTION={e}"))
+        }
+        _ => Ok(std::time::Duration::from_secs(7 * 86_400)),
+    }
+}
+
 /// Read replicas: `DATABASE_READ_URL` (comma-separated), `DB_READ_MAX_LAG_MS` (default 2000),
 /// `DB_READ_CHECK_MS` (default 500).
 #[derive(Debug, Clone)]

@@ -47,6 +47,9 @@ pub enum AppError {
     /// An automatic persisted query whose hash this gateway does not know: the client sends the
     /// document with its hash next.
     PersistedQueryNotFound,
+    /// A resumable subscription's cursor points before events that retention has deleted: the
+    /// client must reload instead of resuming.
+    CursorExpired,
     /// The detail is logged, never sent: clients only learn that something broke.
     Internal(String),
 }
@@ -87,6 +90,7 @@ impl AppError {
             AppError::RateLimited { .. } | AppError::TooMany(_) => "RATE_LIMITED",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            AppError::CursorExpired => "CURSOR_EXPIRED",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -115,6 +119,11 @@ impl AppError {
             AppError::Unavailable(m) => format!("service unavailable: {m}"),
             // The exact message Apollo's PersistedQueryLink looks for.
             AppError::PersistedQueryNotFound => "PersistedQueryNotFound".into(),
+            AppError::CursorExpired => {
+                "the cursor is older than the event log's retention; reload and subscribe \
+                 without it"
+                    .into()
+            }
             AppError::Internal(_) => "internal error".into(),
         }
     }
@@ -207,6 +216,7 @@ pub(crate) mod tests {
                 AppError::PersistedQueryNotFound,
                 "PERSISTED_QUERY_NOT_FOUND",
             ),
+            (AppError::CursorExpired, "CURSOR_EXPIRED"),
             (AppError::internal("boom"), "INTERNAL"),
         ]
     }

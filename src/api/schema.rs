@@ -6,6 +6,7 @@ use async_graphql::{MergedObject, MergedSubscription};
 use crate::api::exec::{Engine, Limits};
 use crate::api::types::audit::AuditQuery;
 use crate::api::types::bug::{BugsMutation, BugsQuery};
+use crate::api::types::event::EventsSubscription;
 use crate::api::types::job::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::api::types::page::{PagesMutation, PagesQuery};
 use crate::api::types::session::{SessionsMutation, SessionsQuery, SessionsSubscription};
@@ -31,7 +32,7 @@ pub struct Mutation(
 );
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(SessionsSubscription, JobsSubscription);
+pub struct Subscription(SessionsSubscription, JobsSubscription, EventsSubscription);
 
 /// The gateway's schema, as the engine runs it.
 pub type AppSchema = Engine<Query, Mutation, Subscription>;

@@ -6,6 +6,7 @@ mod graphiql;
 pub mod metrics;
 pub mod rate;
 pub mod serve;
+mod sse;
 mod ws;
 
 use std::sync::Arc;
@@ -340,7 +341,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 pub fn router(state: AppState) -> Router {
     let metrics_here = state.config.metrics_listen.is_none();
-    // Only the GraphQL POST handler reads a body: it does so itself, after authentication, with
+    // Only the GraphQL POST handlers read a body: they do so themselves, after authentication, with
     // the body limit and a timeout.
     let routes = Router::new()
         .route(
@@ -348,6 +349,10 @@ pub fn router(state: AppState) -> Router {
             get(graphql_get).post(graphql_post).fallback(other_method),
         )
         .route("/graphql/ws", get(graphql_ws))
+        .route(
+            "/graphql/stream",
+            get(sse::get).post(sse::post).fallback(other_method),
+        )
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/health", get(health))
         .route("/ready", get(ready));
@@ -534,6 +539,20 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(p) => p,
         Err(refused) => return refused,
     };
+    let request = match read_body(&state, &headers, kind, body).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    run(state, headers, principal, request, false).await
+}
+
+/// Reads and parses a POST body within the size and time limits.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    kind: BodyKind,
+    body: Body,
+) -> Result<async_graphql::Request, Response> {
     let limit = state.config.max_body_bytes;
     let too_large = || {
         refuse(
@@ -546,7 +565,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let read = axum::body::to_bytes(body, limit);
     let bytes = match tokio::time::timeout(state.config.timeouts.body_read, read).await {
@@ -554,52 +573,52 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(Err(e)) => {
             let over = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if over {
+            return Err(if over {
                 too_large()
             } else {
                 refuse(
                     StatusCode::BAD_REQUEST,
                     &AppError::bad_input("the request body could not be read"),
                 )
-            };
+            });
         }
         Err(_) => {
-            return refuse(
+            return Err(refuse(
                 StatusCode::REQUEST_TIMEOUT,
                 &AppError::bad_input(format!(
                     "the request body did not arrive within {} s",
                     state.config.timeouts.body_read.as_secs()
                 )),
-            );
+            ));
         }
     };
     let request = match kind {
         BodyKind::Document => match std::str::from_utf8(&bytes) {
             Ok(q) => async_graphql::Request::new(q),
             Err(_) => {
-                return refuse(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
                     &AppError::bad_input("the document is not UTF-8"),
-                );
+                ));
             }
         },
         BodyKind::Json => match serde_json::from_slice::<async_graphql::BatchRequest>(&bytes) {
             Ok(async_graphql::BatchRequest::Single(r)) => r,
             Ok(async_graphql::BatchRequest::Batch(_)) => {
-                return refuse(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
                     &AppError::bad_input("batched requests are not supported; send one at a time"),
-                );
+                ));
             }
             Err(e) => {
-                return refuse(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
                     &AppError::bad_input(format!("the body is not a GraphQL request: {e}")),
-                );
+                ));
             }
         },
     };
-    run(state, headers, principal, request, false).await
+    Ok(request)
 }
 
 /// An execution permit, waited for at most `queue_timeout`.

@@ -58,13 +58,13 @@ impl Default for WsLimits {
 pub struct Connections(Mutex<HashMap<String, usize>>);
 
 /// One caller's place in [`Connections`], given back when the socket ends.
-struct Slot {
+pub(super) struct Slot {
     all: Arc<Connections>,
     subject: String,
 }
 
 impl Connections {
-    fn enter(all: &Arc<Connections>, subject: &str, max: usize) -> Option<Slot> {
+    pub(super) fn enter(all: &Arc<Connections>, subject: &str, max: usize) -> Option<Slot> {
         let mut map = all.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(subject.to_owned()).or_default();
         if *n >= max {
@@ -455,31 +455,7 @@ impl Connection {
             .data(RequestCtx::spawning(self.state.db.scoped(), actor))
             .data(self.state.live.clone())
             .data(self.state.auth.clone());
-        let schema = self.state.schema.ws.clone();
-        let responses: BoxStream<'static, async_graphql::Response> = if subscription {
-            schema.execute_stream(request).boxed()
-        } else {
-            // Queries and mutations count against the replica's execution permits, as on HTTP.
-            // They run on their own task, so a permit is held only while executing: this loop
-            // may be stuck writing to a slow client and would not poll them.
-            let state = self.state.clone();
-            let run = tokio::spawn(async move {
-                let Some(_permit) = super::permit(&state).await else {
-                    return async_graphql::Response::from_errors(vec![
-                        super::busy().to_server_error(),
-                    ]);
-                };
-                schema.execute(request).await
-            });
-            stream::once(async move {
-                run.await.unwrap_or_else(|_| {
-                    async_graphql::Response::from_errors(vec![
-                        AppError::internal("operation task failed").to_server_error(),
-                    ])
-                })
-            })
-            .boxed()
-        };
+        let responses = responses(&self.state, request, subscription);
         let (data_id, done_id) = (id.clone(), id.clone());
         let (ops, handle) = stream::abortable(
             responses
@@ -518,19 +494,59 @@ impl Connection {
 }
 
 /// Whether the operation the request names is a subscription.
-fn is_subscription(
+/// The responses of one operation: a subscription's stream, or the single answer of a query or
+/// mutation, which counts against the replica's execution permits as on HTTP. Shared by the
+/// WebSocket and Server-Sent Events transports.
+pub(super) fn responses(
+    state: &AppState,
+    request: async_graphql::Request,
+    subscription: bool,
+) -> BoxStream<'static, async_graphql::Response> {
+    let schema = state.schema.ws.clone();
+    if subscription {
+        schema.execute_stream(request).boxed()
+    } else {
+        // Queries and mutations count against the replica's execution permits, as on HTTP.
+        // They run on their own task, so a permit is held only while executing: the transport
+        // may be stuck writing to a slow client and would not poll them.
+        let state = state.clone();
+        let run = tokio::spawn(async move {
+            let Some(_permit) = super::permit(&state).await else {
+                return async_graphql::Response::from_errors(vec![super::busy().to_server_error()]);
+            };
+            schema.execute(request).await
+        });
+        stream::once(async move {
+            run.await.unwrap_or_else(|_| {
+                async_graphql::Response::from_errors(vec![
+                    AppError::internal("operation task failed").to_server_error(),
+                ])
+            })
+        })
+        .boxed()
+    }
+}
+
+pub(super) fn is_subscription(
     doc: &async_graphql::parser::types::ExecutableDocument,
     name: Option<&str>,
 ) -> bool {
-    let ty = match (&doc.operations, name) {
+    operation_type(doc, name) == Some(OperationType::Subscription)
+}
+
+/// The type of the operation `name` (or the only one) of a document.
+pub(super) fn operation_type(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+) -> Option<OperationType> {
+    match (&doc.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op.node.ty),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
         (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
             ops.values().next().map(|op| op.node.ty)
         }
         _ => None,
-    };
-    ty == Some(OperationType::Subscription)
+    }
 }
 
 /// The bearer token of a `connection_init` payload: `{"Authorization": "Bearer …"}` (any

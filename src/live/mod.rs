@@ -11,6 +11,8 @@
 //! same sequence as change events, so no subscriber ever sees an older state after a newer one.
 //! After the listener reconnects, every watched row is loaded and sent again (kind `resync`).
 
+mod events;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::store::Db;
+use crate::store::events::model::{EventFilter, EventRow, Position};
 use crate::store::jobs::model::JobRow;
 use crate::store::listen::{self, Heard};
 use crate::store::sessions::model::SessionRow;
@@ -85,6 +88,9 @@ struct Inner {
     listening: std::sync::atomic::AtomicBool,
     /// Users whose role or active flag changed, on any replica.
     users: broadcast::Sender<Uuid>,
+    /// The event log's tail, for resumable event streams.
+    events: Arc<events::EventHub>,
+    db: Db,
 }
 
 /// The replica's live-update hub. Cheap to clone; the tasks stop when the last clone is dropped.
@@ -116,6 +122,8 @@ impl Live {
             loads: Default::default(),
             listening: Default::default(),
             users: broadcast::channel(256).0,
+            events: events::EventHub::new(),
+            db: db.clone(),
         });
         let (heard_tx, mut heard_rx) = unbounded_channel::<Heard>();
         let forward = tokio::spawn(async move {
@@ -126,10 +134,11 @@ impl Live {
             }
         });
         let listener = tokio::spawn(listen::run(url, heard_tx));
+        let tail = tokio::spawn(events::run_tail(Arc::downgrade(&inner.events), db.clone()));
         let hub = tokio::spawn(run_hub(Arc::downgrade(&inner), rx, db));
         Live {
             inner,
-            _tasks: Arc::new(Tasks(vec![listener, forward, hub])),
+            _tasks: Arc::new(Tasks(vec![listener, forward, hub, tail])),
         }
     }
 
@@ -158,7 +167,23 @@ impl Live {
                 .map(|tx| tx.receiver_count())
                 .sum()
         }
-        count(&self.inner.jobs) + count(&self.inner.sessions)
+        count(&self.inner.jobs) + count(&self.inner.sessions) + self.inner.events.subscribers()
+    }
+
+    /// The logged events matching `filter` after the cursor `after` (or from the present),
+    /// in log order, then each new one as it commits: nothing missed, nothing twice.
+    /// `CURSOR_EXPIRED` when retention has deleted events after the cursor.
+    pub fn events(
+        &self,
+        filter: EventFilter,
+        after: Option<Position>,
+    ) -> impl Stream<Item = AppResult<Arc<EventRow>>> + use<> {
+        events::follow(
+            self.inner.events.clone(),
+            self.inner.db.clone(),
+            filter,
+            after,
+        )
     }
 
     pub fn is_listening(&self) -> bool {
@@ -382,6 +407,8 @@ impl Dirty {
                 inner
                     .listening
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                // Events logged while the listener was away are read now.
+                inner.events.wake.notify_one();
                 let resync = Reason {
                     kind: "resync",
                     forced: true,
@@ -435,6 +462,7 @@ impl Dirty {
                             merge(&mut self.sessions.entry(note.id).or_default().own, reason);
                         }
                     }
+                    "events" => inner.events.wake.notify_one(),
                     "user" => {
                         // Nobody listening is fine: no caller is cached here.
                         let _ = inner.users.send(note.id);

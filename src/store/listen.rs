@@ -19,9 +19,11 @@ pub const CHANNEL: &str = "bughive_events";
 /// current row is loaded by the listener's replica.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Note {
-    /// `job` or `session`.
+    /// `job`, `session`, `user` or `events`.
     #[serde(rename = "e")]
     pub entity: String,
+    /// Absent for `events` (rows were appended to the event log).
+    #[serde(default)]
     pub id: Uuid,
     /// For a job: the session it belongs to.
     #[serde(rename = "s", default)]

@@ -12,6 +12,7 @@ pub mod batch;
 pub mod bugs;
 pub mod embedded;
 pub mod enums;
+pub mod events;
 pub mod jobs;
 pub mod json;
 pub mod lifecycle;

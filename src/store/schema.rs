@@ -60,6 +60,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    event_log_pruned (only_row) {
+        only_row -> Bool,
+        txid -> Int8,
+        id -> Int8,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Int8,
+        txid -> Int8,
+        session_id -> Nullable<Uuid>,
+        project_id -> Nullable<Uuid>,
+        entity -> Text,
+        entity_id -> Nullable<Uuid>,
+        kind -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     jobs (id) {
         id -> Uuid,
         kind -> Text,
@@ -143,6 +165,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,
     bugs,
     crawl_sessions,
+    event_log_pruned,
+    events,
     jobs,
     pages,
     persisted_queries,

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bug;
+pub mod event;
 pub mod job;
 pub mod page;
 pub mod session;

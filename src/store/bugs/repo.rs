@@ -35,14 +35,29 @@ struct StatsRow {
 
 /// A bug by id, if the scope may see its session.
 pub async fn by_id(conn: &mut Conn, scope: &Scope, id: Uuid) -> AppResult<Option<BugRow>> {
+    Ok(by_ids(conn, scope, &[id]).await?.pop())
+}
+
+/// Bugs by id (an event's bug), of sessions the scope may see.
+impl crate::store::batch::ById for BugRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+        by_ids(conn, scope, ids).await
+    }
+}
+
+async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<BugRow>> {
     let mut q = b::bugs
-        .filter(b::id.eq(id))
+        .filter(b::id.eq_any(ids))
         .select(BugRow::as_select())
         .into_boxed();
     if let Some(v) = scope.visible(b::session_id) {
         q = q.filter(v);
     }
-    Ok(q.first(conn).await.optional()?)
+    Ok(q.load(conn).await?)
 }
 
 /// Totals, average confidence and the three breakdowns for many sessions in one statement.
