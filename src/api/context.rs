@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::Context;
@@ -133,4 +133,23 @@ where
 {
     let db = req(ctx)?.db.clone();
     crate::store::run_detached(async move { f(db.conn().await?).await }).await
+}
+
+/// Where a transport resumes a stream from, when it knows better than the operation's `after`
+/// argument: Server-Sent Events' `Last-Event-ID` on a browser's reconnect.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom(pub String);
+
+/// Where the cursor of each message goes for the transport to use (SSE's `id:` field).
+#[derive(Debug, Clone, Default)]
+pub struct CursorSlot(pub Arc<Mutex<Option<String>>>);
+
+impl CursorSlot {
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub fn set(&self, cursor: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cursor);
+    }
 }

@@ -20,8 +20,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{AppState, admit, post_body_kind, read_body, refuse, ws};
-use crate::api::context::RequestCtx;
-use crate::api::types::event::{CursorSlot, ResumeFrom};
+use crate::api::context::{CursorSlot, RequestCtx, ResumeFrom};
 use crate::auth::{Actor, Principal};
 use crate::error::AppError;
 

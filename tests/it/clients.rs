@@ -118,3 +118,53 @@ async fn apollo_persisted_query_link_registers_once_then_sends_hashes_as_gets() 
         "{out}"
     );
 }
+
+/// GraphQL over SSE with the `graphql-sse` client: a query, then a resumable subscription whose
+/// gateway is stopped mid-stream; the client's retry resumes on a second gateway process with
+/// `Last-Event-ID`, and what it received is exactly the session's events, each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphql_sse_client_resumes_on_another_gateway_with_last_event_id() {
+    let t = TestDb::new().await;
+    let sid = t
+        .ok(
+            r#"mutation { createSession(input: { baseUrl: "https://sse.example" }) { id } }"#,
+            serde_json::json!({}),
+        )
+        .await["createSession"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (mut g1, first) = crate::harness::spawn_gateway(&t.url, &[], Stdio::null()).await;
+    let (mut g2, second) = crate::harness::spawn_gateway(&t.url, &[], Stdio::null()).await;
+    let pid = g1.id().to_string();
+    let out = node_with(
+        "sse.mjs",
+        &[
+            &format!("http://{first}/graphql/stream"),
+            &format!("http://{second}/graphql/stream"),
+            &pid,
+            &sid,
+        ],
+    )
+    .await;
+    crate::harness::terminate(&g2);
+    let _ = g2.wait();
+    let _ = g1.kill();
+    let _ = g1.wait();
+    let seen: Vec<String> =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).expect("cursors");
+    let session: uuid::Uuid = sid.parse().expect("uuid");
+    let expected: Vec<String> = t
+        .raw()
+        .await
+        .query(
+            "SELECT txid::text || '.' || id::text FROM events WHERE session_id = $1 ORDER BY txid, id",
+            &[&session],
+        )
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, expected, "{out}");
+}

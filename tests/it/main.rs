@@ -10,6 +10,7 @@ mod cli;
 mod clients;
 mod embedded;
 mod errors;
+mod events;
 mod hardening;
 mod http;
 mod jobs;

@@ -77,9 +77,9 @@ async fn the_database_enforces_enums_and_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_ownership_keeps_existing_sessions_valid() {
     let t = TestDb::new().await;
-    // Back to before users and audit (the delete and user-change notifications and persisted
-    // queries came after).
-    for _ in 0..4 {
+    // Back to before users and audit (the delete and user-change notifications, persisted
+    // queries and the event log came after).
+    for _ in 0..5 {
         bughive_gateway::store::revert_last_migration(&t.url)
             .await
             .expect("revert");

@@ -3,14 +3,14 @@
 //! the last cursor received replays what was missed, then continues live.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_graphql::{Context, Json, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::api::context::{live, req};
+use crate::api::context::{CursorSlot, ResumeFrom, live, req};
 use crate::api::types::bug::Bug;
 use crate::api::types::job::Job;
 use crate::api::types::session::load_session;
@@ -21,25 +21,6 @@ use crate::store::bugs::model::BugRow;
 use crate::store::events::model::{EventFilter, EventKind, EventRow, Position};
 use crate::store::jobs::model::JobRow;
 use crate::store::sessions::model::SessionRow;
-
-/// Where a transport resumes a stream from, when it knows better than the operation's `after`
-/// argument: Server-Sent Events' `Last-Event-ID` on a browser's reconnect.
-#[derive(Debug, Clone)]
-pub struct ResumeFrom(pub String);
-
-/// Where the cursor of each message goes for the transport to use (SSE's `id:` field).
-#[derive(Debug, Clone, Default)]
-pub struct CursorSlot(pub Arc<Mutex<Option<String>>>);
-
-impl CursorSlot {
-    pub fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    fn set(&self, cursor: String) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(cursor);
-    }
-}
 
 /// One change to a session, its pages, bugs or jobs, as logged when it committed.
 pub struct SessionEvent(Arc<EventRow>);
