@@ -173,3 +173,172 @@ async fn interleaved_commits_and_a_resume_on_another_gateway_lose_and_repeat_not
     assert!(text.contains("CURSOR_EXPIRED"), "{text}");
     drop(gateways);
 }
+
+/// Opens a WebSocket with a bearer token.
+async fn ws_as(addr: std::net::SocketAddr, token: &str) -> Ws {
+    use futures::SinkExt;
+    let mut ws = crate::harness::ws_open(addr, PROTOCOL).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({ "type": "connection_init", "payload": { "token": token } }).to_string(),
+    ))
+    .await
+    .expect("init");
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    ws
+}
+
+/// Reads SSE `data:` lines of `next` events until `n` have arrived.
+async fn sse_events(res: &mut reqwest::Response, n: usize) -> Vec<(Option<String>, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream ok")
+            .expect("stream open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<Value>(v.trim()).ok();
+                }
+            }
+            if block.contains("event: next")
+                && let Some(d) = data
+            {
+                out.push((id, d));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_show_a_caller_only_what_it_may_see_on_both_transports() {
+    use crate::access::{hs256, post, token, unlimited};
+    let t = TestDb::new().await;
+    let addr = t.serve_with(hs256(), unlimited()).await;
+    let (alice, bob) = (token("alice", "user"), token("bob", "user"));
+    let session = |tok: String| async move {
+        let (_, v) = post(
+            addr,
+            Some(&tok),
+            r#"mutation { createSession(input: { baseUrl: "https://mine.example" }) { id } }"#,
+            json!({}),
+        )
+        .await;
+        v["data"]["createSession"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let (a, b) = (session(alice.clone()).await, session(bob.clone()).await);
+    let report = |tok: String, sid: String, title: &'static str| async move {
+        let (_, v) = post(
+            addr,
+            Some(&tok),
+            "mutation($s: UUID!, $t: String!) { reportBugs(sessionId: $s, bugs: [{ title: $t, category: FUNCTIONAL, priority: LOW, confidence: 0.5 }]) { id } }",
+            json!({ "s": sid, "t": title }),
+        )
+        .await;
+        assert!(v.get("errors").is_none(), "{v}");
+    };
+    report(alice.clone(), a.clone(), "alice secret").await;
+    report(bob.clone(), b.clone(), "bob one").await;
+
+    // Every session Bob may see, from the start of the log: his bug only.
+    let q = "subscription { bugReported(after: \"0.0\") { cursor sessionId bug { title } } }";
+    let mut ws = ws_as(addr, &bob).await;
+    ws_subscribe(&mut ws, PROTOCOL, "1", q, json!({})).await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(
+        v["payload"]["data"]["bugReported"]["bug"]["title"], "bob one",
+        "{v}"
+    );
+    quiet(&mut ws, Duration::from_millis(700)).await;
+    report(alice.clone(), a.clone(), "alice again").await;
+    report(bob.clone(), b.clone(), "bob two").await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(
+        v["payload"]["data"]["bugReported"]["bug"]["title"], "bob two",
+        "{v}"
+    );
+    quiet(&mut ws, Duration::from_millis(700)).await;
+
+    // Alice's session does not exist for Bob, and neither do her project's.
+    ws_subscribe(
+        &mut ws,
+        PROTOCOL,
+        "2",
+        "subscription($s: UUID!) { sessionEvents(sessionId: $s, after: \"0.0\") { cursor } }",
+        json!({ "s": a }),
+    )
+    .await;
+    let v = ws_next(&mut ws).await;
+    assert_eq!(
+        v["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{v}"
+    );
+
+    // Over SSE: no token is refused; Bob's token streams Bob's events, each with its id.
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/graphql/stream");
+    let body = json!({ "query": q });
+    let res = http
+        .post(&url)
+        .header("accept", "text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 401);
+    let mut res = http
+        .post(&url)
+        .header("accept", "text/event-stream")
+        .bearer_auth(&bob)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream")
+    );
+    let got = sse_events(&mut res, 2).await;
+    let titles: Vec<&Value> = got
+        .iter()
+        .map(|(_, d)| &d["data"]["bugReported"]["bug"]["title"])
+        .collect();
+    assert_eq!(titles, [&json!("bob one"), &json!("bob two")]);
+    for (id, d) in &got {
+        assert_eq!(
+            id.as_ref(),
+            d["data"]["bugReported"]["cursor"]
+                .as_str()
+                .map(str::to_owned)
+                .as_ref()
+        );
+    }
+    // Resuming with Last-Event-ID skips what was received.
+    let mut res = http
+        .post(&url)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", got[0].0.clone().expect("id"))
+        .bearer_auth(&bob)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let again = sse_events(&mut res, 1).await;
+    assert_eq!(again[0].1["data"]["bugReported"]["bug"]["title"], "bob two");
+}
