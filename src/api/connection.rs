@@ -20,6 +20,7 @@ use crate::api::context::req;
 use crate::error::AppResult;
 use crate::store::batch::{CountKey, ListKey, Parent};
 use crate::store::page::{Cursor, Keyed, Window};
+use crate::store::row::{Cols, Slim};
 
 /// The complexity of a connection field: every row it may return costs its selection, so a
 /// client pays for `first`, not for how many rows happen to exist.
@@ -182,9 +183,34 @@ impl<P: Parent> CountSource for ChildCount<P> {
     }
 }
 
+/// The GraphQL fields of a node type that read each optional column of its row (see
+/// `store::row::Slim`): a list fetches a column only when the operation selects such a field.
+pub trait SlimNode {
+    /// `(field, column)` pairs.
+    const NEEDS: &'static [(&'static str, &'static str)];
+}
+
+/// The optional columns of `R` that the current connection field's nodes (`nodes { … }` or
+/// `edges { node { … } }`, fragments included) need. A column no field is known to read is
+/// always fetched.
+fn wanted<R: Slim, T: SlimNode>(ctx: &Context<'_>) -> Cols {
+    let la = ctx.look_ahead();
+    let nodes = [la.field("nodes"), la.field("edges").field("node")];
+    let mut cols = Cols::NONE;
+    for (i, (col, _)) in R::OPTIONAL.iter().enumerate() {
+        let mut readers = T::NEEDS.iter().filter(|(_, c)| c == col).peekable();
+        let unknown = readers.peek().is_none();
+        if unknown || readers.any(|(f, _)| nodes.iter().any(|n| n.field(f).exists())) {
+            cols = cols.with(i);
+        }
+    }
+    cols
+}
+
 /// A parent's children as a connection of `T`, through the one child-list loader: all
-/// parents of a level share one statement (`store::batch`).
-pub async fn children<P: Parent, T: OutputType>(
+/// parents of a level share one statement (`store::batch`), which selects only the optional
+/// columns the operation reads.
+pub async fn children<P: Parent, T: OutputType + SlimNode>(
     ctx: &Context<'_>,
     parent: P,
     filter: P::Filter,
@@ -195,6 +221,7 @@ pub async fn children<P: Parent, T: OutputType>(
         parent,
         filter,
         window,
+        cols: wanted::<P::Row, T>(ctx),
     };
     let mut rows = req(ctx)?.loader.load_one(key).await?.unwrap_or_default();
     rows.sort_by_key(|r| r.cursor());

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::error::AppResult;
 use crate::store::page::{Direction, Keyed, Window};
+use crate::store::row::{Cols, Slim};
 use crate::store::scope::Scope;
 use crate::store::sql::{Bind, Sql};
 use crate::store::{Conn, Db};
@@ -125,7 +126,7 @@ pub fn group_by<K: Copy, G: PartialEq>(keys: &[K], sig: impl Fn(&K) -> G) -> Vec
 /// child table (a session's pages, a page's children), each naming its foreign-key column.
 pub trait Parent: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     /// The child rows, decoded from `x.*` of the child table.
-    type Row: QueryableByName<Pg> + Keyed + Send + Sync + 'static;
+    type Row: QueryableByName<Pg> + Keyed + Slim + Send + Sync + 'static;
     /// The list's filter arguments.
     type Filter: Filter;
     /// The child table.
@@ -194,6 +195,9 @@ pub struct ListKey<P: Parent> {
     pub parent: P,
     pub filter: P::Filter,
     pub window: Window,
+    /// The optional columns the operation selects; keys that differ here are separate
+    /// statements (in practice a level selects one set).
+    pub cols: Cols,
 }
 
 /// One parent's `totalCount` of children.
@@ -223,10 +227,18 @@ struct KeyedCount {
 
 /// Up to `window.limit()` children of each parent, in `(created_at, id)` order: one statement
 /// for all parents of a group.
-fn list_sql<P: Parent>(parent: P, ids: Vec<Uuid>, filter: &P::Filter, window: &Window) -> Sql {
+fn list_sql<P: Parent>(
+    parent: P,
+    ids: Vec<Uuid>,
+    filter: &P::Filter,
+    window: &Window,
+    cols: Cols,
+) -> Sql {
     let mut q = Sql::new("SELECT k.parent_key, x.* FROM unnest(");
     q.bind(Bind::Uuids(ids))
-        .push(") AS k(parent_key) CROSS JOIN LATERAL (SELECT * FROM ")
+        .push(") AS k(parent_key) CROSS JOIN LATERAL (SELECT ")
+        .push(&cols.select_list::<P::Row>())
+        .push(" FROM ")
         .push(P::TABLE)
         .push(" WHERE ")
         .push(parent.column())
@@ -265,8 +277,13 @@ impl<P: Parent> Fetch<ListKey<P>> for Reader {
         let mut out: HashMap<ListKey<P>, Self::Value> =
             keys.iter().map(|k| (*k, Vec::new())).collect();
         let mut conn = self.db.conn().await?;
-        for ((_, filter, window), group) in group_by(keys, |k| {
-            (std::mem::discriminant(&k.parent), k.filter, k.window)
+        for ((_, filter, window, cols), group) in group_by(keys, |k| {
+            (
+                std::mem::discriminant(&k.parent),
+                k.filter,
+                k.window,
+                k.cols,
+            )
         }) {
             let parent = group[0].parent;
             let ids = group.iter().map(|k| k.parent.id()).collect();
@@ -274,8 +291,9 @@ impl<P: Parent> Fetch<ListKey<P>> for Reader {
                 parent: parent.with_id(id),
                 filter,
                 window,
+                cols,
             });
-            let q = list_sql(parent, ids, &filter, &window);
+            let q = list_sql(parent, ids, &filter, &window, cols);
             let mut rows = q.load_stream::<WithParent<P::Row>>(&mut conn).await?;
             while let Some(WithParent(id, row)) = rows.try_next().await? {
                 runs.push(id, row);

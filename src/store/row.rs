@@ -44,6 +44,10 @@ impl<'r, 'a, R: NamedRow<'a, Pg>> Columns<'r, R> {
 /// (every field, named like its column) by position; see the module docs.
 macro_rules! by_position {
     ($ty:ident, $table:ident, [$($field:ident),* $(,)?]) => {
+        impl $crate::store::row::Positional for $ty {
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+
         impl diesel::deserialize::QueryableByName<diesel::pg::Pg> for $ty {
             fn build<'a>(
                 row: &impl diesel::row::NamedRow<'a, diesel::pg::Pg>,
@@ -61,3 +65,53 @@ macro_rules! by_position {
     };
 }
 pub(crate) use by_position;
+
+/// A row decoded by position: its columns, in order.
+pub trait Positional {
+    const COLUMNS: &'static [&'static str];
+}
+
+/// A row whose lists may leave out columns no field asks for. A column left out is selected as
+/// a placeholder of its type under its own name, so the row decodes by position either way, and
+/// PostgreSQL neither reads (detoasts) nor sends the value.
+pub trait Slim: Positional {
+    /// Each column that may be left out, with its placeholder. Bit `i` of a [`Cols`] set is
+    /// `OPTIONAL[i]`.
+    const OPTIONAL: &'static [(&'static str, &'static str)];
+}
+
+/// Which of a row's optional columns a list fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cols(pub u32);
+
+impl Cols {
+    pub const ALL: Cols = Cols(u32::MAX);
+    pub const NONE: Cols = Cols(0);
+
+    pub fn with(self, i: usize) -> Cols {
+        Cols(self.0 | (1 << i))
+    }
+
+    pub fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+
+    /// The select list of `R` with these optional columns (comma-separated).
+    pub fn select_list<R: Slim>(self) -> String {
+        let mut out = String::new();
+        for (n, col) in R::COLUMNS.iter().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            match R::OPTIONAL.iter().position(|(c, _)| c == col) {
+                Some(i) if !self.has(i) => {
+                    out.push_str(R::OPTIONAL[i].1);
+                    out.push_str(" AS ");
+                    out.push_str(col);
+                }
+                _ => out.push_str(col),
+            }
+        }
+        out
+    }
+}

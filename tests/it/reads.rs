@@ -559,3 +559,89 @@ async fn rows_decode_by_position_or_by_name_alike() {
         .await;
     assert!(missing.is_err());
 }
+
+/// Lists read only the columns the operation selects: a bug list that asks for `id title`
+/// leaves description, steps, evidence and the other long columns in the table (each becomes a
+/// typed placeholder), in the same number of statements as a list that asks for everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_fetch_only_the_columns_the_operation_selects() {
+    let (t, _) = crate::harness::seeded(2, 2, 2).await;
+    let addr = t.serve().await;
+    let run = |query: &'static str| async move {
+        let r = reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .header("x-bughive-sql", "1")
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .expect("post");
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert!(v.get("errors").is_none(), "{v}");
+        let sql: Vec<String> = v["extensions"]["sql"]
+            .as_array()
+            .expect("extensions.sql")
+            .iter()
+            .map(|s| s["statement"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (v, sql)
+    };
+    let bugs_sql = |sql: &[String]| {
+        sql.iter()
+            .find(|s| s.contains("FROM bugs"))
+            .cloned()
+            .expect("a bug list statement")
+    };
+
+    let (slim, slim_sql) =
+        run("{ sessions { nodes { pages { nodes { bugs { nodes { id title } } } } } } }").await;
+    let stmt = bugs_sql(&slim_sql);
+    for left_out in [
+        "''::text AS description",
+        "'[]'::jsonb AS steps_to_reproduce",
+        "'[]'::jsonb AS evidence",
+        "NULL::text AS expected_behavior",
+    ] {
+        assert!(stmt.contains(left_out), "{left_out} missing: {stmt}");
+    }
+    let pages = slim_sql
+        .iter()
+        .find(|s| s.contains("FROM pages"))
+        .expect("a page list statement");
+    assert!(pages.contains("NULL::jsonb AS analysis_result"), "{pages}");
+    assert!(
+        slim["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["nodes"][0]["title"]
+            .is_string()
+    );
+
+    // Asked for, through a fragment on edges, a column is fetched; the statement count stays.
+    let (full, full_sql) = run(
+        "{ sessions { nodes { pages { nodes { analysisResult bugs { edges { node { ...B } } } } } } } } \
+         fragment B on Bug { id description evidence }",
+    )
+    .await;
+    let stmt = bugs_sql(&full_sql);
+    assert!(!stmt.contains("AS description"), "{stmt}");
+    assert!(!stmt.contains("AS evidence"), "{stmt}");
+    assert!(stmt.contains("AS steps_to_reproduce"), "{stmt}");
+    assert_eq!(full_sql.len(), slim_sql.len());
+    let stored: String =
+        t.raw()
+            .await
+            .query_one(
+                "SELECT description FROM bugs WHERE id = $1",
+                &[
+                    &full["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["edges"][0]
+                        ["node"]["id"]
+                        .as_str()
+                        .and_then(|s| s.parse::<uuid::Uuid>().ok())
+                        .expect("id"),
+                ],
+            )
+            .await
+            .expect("bug")
+            .get(0);
+    assert_eq!(
+        full["data"]["sessions"]["nodes"][0]["pages"]["nodes"][0]["bugs"]["edges"][0]["node"]["description"],
+        serde_json::json!(stored)
+    );
+}

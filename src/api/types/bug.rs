@@ -20,6 +20,18 @@ use crate::store::page::Window;
 #[derive(Clone)]
 pub struct Bug(pub Arc<BugRow>);
 
+impl crate::api::connection::SlimNode for Bug {
+    const NEEDS: &'static [(&'static str, &'static str)] = &[
+        ("description", "description"),
+        ("stepsToReproduce", "steps_to_reproduce"),
+        ("evidence", "evidence"),
+        ("expectedBehavior", "expected_behavior"),
+        ("actualBehavior", "actual_behavior"),
+        ("affectedUsers", "affected_users"),
+        ("dismissReason", "dismiss_reason"),
+    ];
+}
+
 impl From<BugRow> for Bug {
     fn from(row: BugRow) -> Self {
         Bug(Arc::new(row))

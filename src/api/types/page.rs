@@ -22,6 +22,10 @@ use crate::store::pages::url::normalize_url;
 #[derive(Clone)]
 pub struct Page(pub Arc<PageRow>);
 
+impl crate::api::connection::SlimNode for Page {
+    const NEEDS: &'static [(&'static str, &'static str)] = &[("analysisResult", "analysis_result")];
+}
+
 impl From<PageRow> for Page {
     fn from(row: PageRow) -> Self {
         Page(Arc::new(row))

@@ -83,6 +83,19 @@ by_position!(
     ]
 );
 
+/// Long text and JSON that most list queries never select.
+impl crate::store::row::Slim for BugRow {
+    const OPTIONAL: &'static [(&'static str, &'static str)] = &[
+        ("description", "''::text"),
+        ("steps_to_reproduce", "'[]'::jsonb"),
+        ("evidence", "'[]'::jsonb"),
+        ("expected_behavior", "NULL::text"),
+        ("actual_behavior", "NULL::text"),
+        ("affected_users", "NULL::text"),
+        ("dismiss_reason", "NULL::text"),
+    ];
+}
+
 impl Keyed for BugRow {
     fn cursor(&self) -> Cursor {
         Cursor {

@@ -52,6 +52,11 @@ by_position!(
     ]
 );
 
+/// The analysis JSON, which most list queries never select.
+impl crate::store::row::Slim for PageRow {
+    const OPTIONAL: &'static [(&'static str, &'static str)] = &[("analysis_result", "NULL::jsonb")];
+}
+
 impl Keyed for PageRow {
     fn cursor(&self) -> Cursor {
         Cursor {
