@@ -342,3 +342,47 @@ async fn event_streams_show_a_caller_only_what_it_may_see_on_both_transports() {
     let again = sse_events(&mut res, 1).await;
     assert_eq!(again[0].1["data"]["bugReported"]["bug"]["title"], "bob two");
 }
+
+/// Replicas prune the log at the same time without deleting an event twice or recording an
+/// older pruned position over a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_safely_on_several_replicas_at_once() {
+    let t = TestDb::new().await;
+    let c = t.raw().await;
+    c.batch_execute(
+        "INSERT INTO crawl_sessions (id, base_url) VALUES ('00000000-0000-0000-0000-0000000000e1', 'https://prune.example'); \
+         INSERT INTO bugs (session_id, title, category, priority, confidence) \
+         SELECT '00000000-0000-0000-0000-0000000000e1', 'bug ' || n, 'functional', 'low', 0.5 \
+         FROM generate_series(1, 4500) n",
+    )
+    .await
+    .expect("events");
+    let (n, newest): (i64, String) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), max(txid::text || '.' || id::text) FILTER (WHERE (txid, id) = \
+                 (SELECT txid, id FROM events ORDER BY txid DESC, id DESC LIMIT 1)) FROM events",
+                &[],
+            )
+            .await
+            .expect("count");
+        (r.get(0), r.get(1))
+    };
+    assert!(n > 4500, "{n}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let keep = Duration::from_secs(1);
+    use bughive_gateway::store::events::retention::prune_all;
+    let (a, b) = tokio::join!(prune_all(&t.db, keep), prune_all(&t.db, keep));
+    let (a, b) = (a.expect("prune"), b.expect("prune"));
+    assert_eq!(a + b, n, "every event deleted exactly once ({a} + {b})");
+    assert_eq!(t.count("SELECT count(*) FROM events").await, 0);
+    let pruned: String = c
+        .query_one(
+            "SELECT txid::text || '.' || id::text FROM event_log_pruned",
+            &[],
+        )
+        .await
+        .expect("pruned")
+        .get(0);
+    assert_eq!(pruned, newest);
+}
