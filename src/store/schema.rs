@@ -68,7 +68,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    events (id) {
+    events (txid, id) {
         id -> Int8,
         txid -> Int8,
         session_id -> Nullable<Uuid>,

@@ -102,8 +102,9 @@ pub async fn pruned(conn: &mut AsyncPgConnection) -> AppResult<Position> {
     })
 }
 
-/// Deletes up to `batch` events created before `before` and records the newest position
-/// deleted. Replicas prune in parallel: each takes rows the others have not locked, and the
+/// Deletes the events created before `before` among the `batch` oldest positions (transaction
+/// ids grow with time, so old events are at the start of the key, and a pass reads at most
+/// `batch` index entries however long the log is), and records the newest position deleted. Replicas prune in parallel: each takes rows the others have not locked, and the
 /// recorded position only moves forward.
 pub async fn prune(
     conn: &mut AsyncPgConnection,
@@ -117,9 +118,11 @@ pub async fn prune(
     }
     let n: N = diesel::sql_query(
         "WITH gone AS ( \
-             DELETE FROM events WHERE id IN ( \
-                 SELECT id FROM events WHERE created_at < $1 \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             DELETE FROM events WHERE (txid, id) IN ( \
+                 SELECT txid, id FROM ( \
+                     SELECT txid, id, created_at FROM events \
+                     ORDER BY txid, id LIMIT $2 FOR UPDATE SKIP LOCKED) oldest \
+                 WHERE created_at < $1) \
              RETURNING txid, id), \
          newest AS (SELECT txid, id FROM gone ORDER BY txid DESC, id DESC LIMIT 1), \
          moved AS ( \
