@@ -48,12 +48,22 @@ pub(super) async fn post(
     }
 }
 
-/// `EventSource` users: `?query=…&variables=…&operationName=…`.
+/// `EventSource` users: `?query=…&variables=…&operationName=…`. A browser's `EventSource`
+/// cannot set headers, so the bearer token may come as `&token=…` instead (the gateway's own
+/// logs record paths only; a proxy in front may log query strings).
 pub(super) async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if !headers.contains_key(header::AUTHORIZATION)
+        && let Some(token) = url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        headers.insert(header::AUTHORIZATION, v);
+    }
     let principal = match admit(&state, &headers).await {
         Ok(p) => p,
         Err(refused) => return refused,

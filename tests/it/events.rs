@@ -341,6 +341,24 @@ async fn event_streams_show_a_caller_only_what_it_may_see_on_both_transports() {
         .expect("post");
     let again = sse_events(&mut res, 1).await;
     assert_eq!(again[0].1["data"]["bugReported"]["bug"]["title"], "bob two");
+
+    // EventSource's way: a GET with the token in the query string (it cannot set headers).
+    let mut res = http
+        .get(&url)
+        .query(&[("query", q), ("token", bob.as_str())])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    let got = sse_events(&mut res, 2).await;
+    assert_eq!(got[1].1["data"]["bugReported"]["bug"]["title"], "bob two");
+    let res = http
+        .get(&url)
+        .query(&[("query", q), ("token", "not-a-token")])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 401);
 }
 
 /// Replicas prune the log at the same time without deleting an event twice or recording an
