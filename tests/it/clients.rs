@@ -154,17 +154,6 @@ async fn graphql_sse_client_resumes_on_another_gateway_with_last_event_id() {
     let seen: Vec<String> =
         serde_json::from_str(out.lines().last().unwrap_or_default()).expect("cursors");
     let session: uuid::Uuid = sid.parse().expect("uuid");
-    let expected: Vec<String> = t
-        .raw()
-        .await
-        .query(
-            "SELECT txid::text || '.' || id::text FROM events WHERE session_id = $1 ORDER BY txid, id",
-            &[&session],
-        )
-        .await
-        .expect("events")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let expected = t.logged_events(session).await;
     assert_eq!(seen, expected, "{out}");
 }

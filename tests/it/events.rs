@@ -117,18 +117,7 @@ async fn interleaved_commits_and_a_resume_on_another_gateway_lose_and_repeat_not
     )
     .await;
 
-    let expected: Vec<String> = t
-        .raw()
-        .await
-        .query(
-            "SELECT txid::text || '.' || id::text FROM events WHERE session_id = $1 ORDER BY txid, id",
-            &[&session],
-        )
-        .await
-        .expect("events")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let expected = t.logged_events(session).await;
     assert_eq!(expected.len(), 7, "{expected:?}");
 
     // Another gateway process resumes after the last cursor received.

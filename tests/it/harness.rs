@@ -343,6 +343,22 @@ impl TestDb {
         client
     }
 
+    /// The cursors of a session's logged events, in log order: what a complete stream holds.
+    pub async fn logged_events(&self, session: uuid::Uuid) -> Vec<String> {
+        self.raw()
+            .await
+            .query(
+                "SELECT txid::text || '.' || id::text FROM events WHERE session_id = $1 \
+                 ORDER BY txid, id",
+                &[&session],
+            )
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.raw()
             .await
