@@ -751,7 +751,7 @@ async fn run(
         db
     };
     let (mut response, stats) = execute(&state.schema, &db, actor, request).await;
-    let wrote_at = if op_kind == "mutation" && db.has_replicas() {
+    let wrote_at = if op_kind == "mutation" && db.replicas().is_some() {
         match db.primary_lsn().await {
             Ok(lsn) => Some(lsn.to_string()),
             Err(e) => {

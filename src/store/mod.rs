@@ -284,11 +284,7 @@ impl Db {
         }
     }
 
-    /// True when reads may go to replicas, so writes should report their WAL position.
-    pub fn has_replicas(&self) -> bool {
-        self.replicas.is_some()
-    }
-
+    /// The read replicas, when reads may go to them (so writes report their WAL position).
     pub fn replicas(&self) -> Option<&Arc<replicas::Replicas>> {
         self.replicas.as_ref()
     }

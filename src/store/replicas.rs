@@ -292,13 +292,8 @@ fn describe(url: &str) -> anyhow::Result<String> {
 }
 
 async fn primary_lsn(pool: &Pool) -> Result<Lsn, String> {
-    use diesel_async::RunQueryDsl;
     let mut c = pool.get().await.map_err(|e| e.to_string())?;
-    let text: String = diesel::select(diesel::dsl::sql::<Text>("pg_current_wal_lsn()::text"))
-        .get_result(&mut c)
-        .await
-        .map_err(|e| e.to_string())?;
-    text.parse()
+    current_lsn(&mut c).await.map_err(|e| e.message())
 }
 
 /// The replay position of a standby; a server that is not in recovery (a promoted replica)
