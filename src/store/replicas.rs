@@ -224,8 +224,11 @@ impl Replicas {
                     if r.usable.swap(within, Ordering::Relaxed) && !within {
                         tracing::warn!(replica = %r.name, lag_ms = lag.map(|l| l.as_millis() as u64), "read replica lags past DB_READ_MAX_LAG_MS; reading from the primary");
                     }
-                    *r.error.lock().unwrap_or_else(|e| e.into_inner()) =
-                        (!within).then(|| "lagging past DB_READ_MAX_LAG_MS".to_owned());
+                    *r.error.lock().unwrap_or_else(|e| e.into_inner()) = match lag {
+                        _ if within => None,
+                        Some(_) => Some("lagging past DB_READ_MAX_LAG_MS".to_owned()),
+                        None => Some("catching up with the primary".to_owned()),
+                    };
                 }
                 Err(e) => self.mark_down(i, e),
             }
@@ -233,15 +236,20 @@ impl Replicas {
     }
 
     /// How stale a replica at `replay` is: zero when it has replayed the newest sample of the
-    /// primary, else the age of the newest sample it has replayed. With no such sample (the
-    /// history does not reach back far enough) it is at least as old as the oldest one.
+    /// primary, else the age of the first sample it has not replayed. `None` (unknown, so not
+    /// usable) when it has not even replayed the oldest sample: right after start-up that
+    /// sample is only milliseconds old but the replica may be arbitrarily far behind, e.g.
+    /// without the tables this gateway's migrations just created.
     fn lag_of(&self, replay: Lsn, now: Instant) -> Option<Duration> {
         let samples = self.primary.lock().unwrap_or_else(|e| e.into_inner());
         let (_, newest) = samples.back()?;
         if replay >= *newest {
             return Some(Duration::ZERO);
         }
-        // The first sample the replica has not replayed: it has been behind since then.
+        let (_, oldest) = samples.front()?;
+        if replay < *oldest {
+            return None;
+        }
         let behind_since = samples
             .iter()
             .find(|(_, lsn)| *lsn > replay)
@@ -335,5 +343,28 @@ mod tests {
         for bad in ["", "0", "/1", "0/", "G/1", "0/123456789", "x"] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn lag_is_unknown_until_the_replica_reaches_the_oldest_sample() {
+        let r = Replicas::new(
+            &[],
+            &DbConfig::from_env(String::new()).unwrap(),
+            Duration::from_secs(2),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let now = Instant::now();
+        let t0 = now - Duration::from_secs(3);
+        let t1 = now - Duration::from_secs(1);
+        r.primary
+            .lock()
+            .unwrap()
+            .extend([(t0, Lsn(100)), (t1, Lsn(200))]);
+        // Behind the first sample the gateway ever took: how far behind is anyone's guess.
+        assert_eq!(r.lag_of(Lsn(50), now), None);
+        assert_eq!(r.lag_of(Lsn(150), now), Some(Duration::from_secs(1)));
+        assert_eq!(r.lag_of(Lsn(100), now), Some(Duration::from_secs(1)));
+        assert_eq!(r.lag_of(Lsn(200), now), Some(Duration::ZERO));
     }
 }
