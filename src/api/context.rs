@@ -140,6 +140,53 @@ where
 #[derive(Debug, Clone)]
 pub struct ResumeFrom(pub String);
 
+/// Present in the data of a subscription whose execution is shared by several subscribers
+/// (`exec::shared`). A resolver that supports sharing registers how to get the current state
+/// published again (for each subscriber that joins later) and marks each item that repeats the
+/// state before it, which only subscribers still waiting for their first message receive.
+#[derive(Clone, Default)]
+pub struct ShareSlot(pub Arc<ShareState>);
+
+#[derive(Default)]
+pub struct ShareState {
+    refresh: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    repeat: std::sync::atomic::AtomicBool,
+}
+
+impl ShareSlot {
+    /// Called by the resolver before it starts watching, so no joiner can miss both the first
+    /// state and the refresh.
+    pub fn on_join(&self, refresh: impl Fn() + Send + Sync + 'static) {
+        *self.0.refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(refresh));
+    }
+
+    /// A subscriber joined: publish the current state again, if the resolver is watching yet.
+    pub fn joined(&self) {
+        let refresh = self
+            .0
+            .refresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(refresh) = refresh {
+            refresh();
+        }
+    }
+
+    pub fn set_repeat(&self, repeat: bool) {
+        self.0
+            .repeat
+            .store(repeat, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the item just resolved repeats the state before it.
+    pub fn take_repeat(&self) -> bool {
+        self.0
+            .repeat
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Where the cursor of each message goes for the transport to use (SSE's `id:` field).
 #[derive(Debug, Clone, Default)]
 pub struct CursorSlot(pub Arc<Mutex<Option<String>>>);

@@ -34,6 +34,10 @@ pub struct Mutation(
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(SessionsSubscription, JobsSubscription, EventsSubscription);
 
+/// Subscriptions that send full states, so subscribers with the same operation, variables and
+/// caller can share one execution: any message after joining is a valid first one.
+const SHARED_SUBSCRIPTIONS: &[&str] = &["sessionProgress", "jobUpdated"];
+
 /// The gateway's schema, as the engine runs it.
 pub type AppSchema = Engine<Query, Mutation, Subscription>;
 
@@ -44,7 +48,7 @@ pub fn build_schema() -> AppSchema {
 
 /// The schema with a deployment's limits.
 pub fn build_schema_with(limits: &Limits) -> AppSchema {
-    Engine::build(limits)
+    Engine::build(limits, SHARED_SUBSCRIPTIONS)
 }
 
 /// The SDL that `schema.graphql` must equal.

@@ -122,7 +122,12 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     } else {
         0.0
     });
-    metrics::gauge!("bughive_subscriptions_active").set(state.live.subscribers() as f64);
+    // A shared execution follows its row once for all its subscribers: count those instead.
+    let shared = &state.schema.shared;
+    let executions = shared.executions();
+    metrics::gauge!("bughive_subscriptions_active")
+        .set((state.live.subscribers() + shared.subscribers()).saturating_sub(executions) as f64);
+    metrics::gauge!("bughive_subscription_shared_executions").set(executions as f64);
     if let Some(replicas) = state.db.replicas() {
         for r in replicas.status() {
             let up = if r.up { 1.0 } else { 0.0 };

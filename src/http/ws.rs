@@ -25,6 +25,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::api::context::RequestCtx;
+use crate::api::exec::shared::{Frame, Key};
 use crate::auth::authenticator::Session;
 use crate::auth::{Actor, Principal};
 use crate::error::AppError;
@@ -106,6 +107,8 @@ struct Ready {
 
 enum Out {
     Data(String, Box<async_graphql::Response>),
+    /// A message of a shared execution, serialized once for all its subscribers.
+    Frame(String, Arc<Frame>),
     Done(String),
 }
 
@@ -428,12 +431,20 @@ impl Connection {
             return Ok(());
         }
         let mut subscription = false;
+        let mut shareable = false;
         let variables = std::mem::take(&mut request.variables);
         let operation_name = request.operation_name.take();
         let mut refused = None;
         if let Ok(doc) = request.parsed_query() {
             match guard.check(doc, &variables) {
-                Ok(()) => subscription = is_subscription(doc, operation_name.as_deref()),
+                Ok(()) => {
+                    subscription = is_subscription(doc, operation_name.as_deref());
+                    shareable = self
+                        .state
+                        .schema
+                        .shared
+                        .shareable(doc, operation_name.as_deref());
+                }
                 Err(e) => refused = Some(e),
             }
         }
@@ -447,6 +458,12 @@ impl Connection {
             self.on_output(Out::Done(id));
             return Ok(());
         }
+        let key = shareable.then(|| Key {
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+            scope: format!("{}\u{0}{:?}", principal.subject, principal.role),
+        });
         let actor = Actor {
             principal,
             request_id: Some(self.up.request_id.clone()),
@@ -455,13 +472,22 @@ impl Connection {
             .data(RequestCtx::spawning(self.state.db.scoped(), actor))
             .data(self.state.live.clone())
             .data(self.state.auth.clone());
-        let responses = responses(&self.state, request, subscription);
         let (data_id, done_id) = (id.clone(), id.clone());
-        let (ops, handle) = stream::abortable(
-            responses
+        let outputs = match key {
+            Some(key) => {
+                let schema = &self.state.schema;
+                schema
+                    .shared
+                    .join(&schema.ws, key, request)
+                    .map(move |f| Out::Frame(data_id.clone(), f))
+                    .boxed()
+            }
+            None => responses(&self.state, request, subscription)
                 .map(move |r| Out::Data(data_id.clone(), Box::new(r)))
-                .chain(stream::once(async move { Out::Done(done_id) })),
-        );
+                .boxed(),
+        };
+        let (ops, handle) =
+            stream::abortable(outputs.chain(stream::once(async move { Out::Done(done_id) })));
         self.active.insert(id, handle);
         self.ops.push(ops.boxed());
         Ok(())
@@ -482,6 +508,21 @@ impl Connection {
             Out::Data(id, payload) => {
                 let ty = if self.legacy() { "data" } else { "next" };
                 json!({ "type": ty, "id": id, "payload": payload }).to_string()
+            }
+            Out::Frame(id, frame) => {
+                let id_json = serde_json::Value::String(id.clone()).to_string();
+                match &frame.request_errors {
+                    Some(errors) if !self.legacy() => {
+                        self.active.remove(&id);
+                        self.failed.insert(id);
+                        format!(r#"{{"type":"error","id":{id_json},"payload":{errors}}}"#)
+                    }
+                    _ => {
+                        let ty = if self.legacy() { "data" } else { "next" };
+                        let payload = &frame.payload;
+                        format!(r#"{{"type":"{ty}","id":{id_json},"payload":{payload}}}"#)
+                    }
+                }
             }
             Out::Done(id) if self.failed.remove(&id) => return,
             Out::Done(id) => {

@@ -49,6 +49,9 @@ pub struct Update<R> {
     pub job: Option<Arc<JobRow>>,
     /// Sent even when the row looks unchanged (`resync`).
     forced: bool,
+    /// The same state as the update before it, delivered only to a stream that asked for
+    /// every update (a shared execution, whose newest subscriber may still wait for its first).
+    pub repeat: bool,
 }
 
 // Derived `Clone` would require `R: Clone`; the row is shared, never copied.
@@ -60,6 +63,7 @@ impl<R> Clone for Update<R> {
             at: self.at,
             job: self.job.clone(),
             forced: self.forced,
+            repeat: self.repeat,
         }
     }
 }
@@ -198,21 +202,36 @@ impl Live {
     }
 
     /// The job's current state, then its committed changes. `NOT_FOUND` if it does not exist.
+    /// With `every`, states equal to the one before are delivered too, marked `repeat`.
     pub async fn watch_job(
         &self,
         id: Uuid,
+        every: bool,
     ) -> AppResult<impl Stream<Item = Update<JobRow>> + use<>> {
         let rx = subscribe(&self.inner.jobs, id);
-        self.watch(Topic::Job(id), "job", rx).await
+        self.watch(Topic::Job(id), "job", rx, every).await
     }
 
     /// The session's current state, then its committed changes and those of its jobs.
+    /// With `every`, states equal to the one before are delivered too, marked `repeat`.
     pub async fn watch_session(
         &self,
         id: Uuid,
+        every: bool,
     ) -> AppResult<impl Stream<Item = Update<SessionRow>> + use<>> {
         let rx = subscribe(&self.inner.sessions, id);
-        self.watch(Topic::Session(id), "session", rx).await
+        self.watch(Topic::Session(id), "session", rx, every).await
+    }
+
+    /// Asks for the current state of a watched job to be published to its watchers (a new
+    /// subscriber of a shared execution needs it as its first message).
+    pub fn refresh_job(&self, id: Uuid) {
+        let _ = self.inner.signals.send(Signal::Refresh(Topic::Job(id)));
+    }
+
+    /// As [`Live::refresh_job`], for a session.
+    pub fn refresh_session(&self, id: Uuid) {
+        let _ = self.inner.signals.send(Signal::Refresh(Topic::Session(id)));
     }
 
     async fn watch<R: PartialEq + Send + Sync + 'static>(
@@ -220,6 +239,7 @@ impl Live {
         topic: Topic,
         entity: &'static str,
         mut rx: broadcast::Receiver<Update<R>>,
+        every: bool,
     ) -> AppResult<impl Stream<Item = Update<R>> + use<R>> {
         let not_found = || AppError::NotFound {
             entity,
@@ -247,7 +267,7 @@ impl Live {
         if first.row.is_none() {
             return Err(not_found());
         }
-        Ok(follow(first, rx))
+        Ok(follow(first, rx, every))
     }
 }
 
@@ -258,11 +278,13 @@ fn subscribe<R>(channels: &Channels<R>, id: Uuid) -> broadcast::Receiver<Update<
         .subscribe()
 }
 
-/// The first state, then every update that differs from the last one delivered. Lagging skips to
-/// the newest buffered update. Ends after a `None` row (deleted) is delivered.
+/// The first state, then every update that differs from the last one delivered (with `every`,
+/// the others too, marked `repeat`). Lagging skips to the newest buffered update. Ends after a
+/// `None` row (deleted) is delivered.
 fn follow<R: PartialEq + Send + Sync + 'static>(
     first: Update<R>,
     rx: broadcast::Receiver<Update<R>>,
+    every: bool,
 ) -> impl Stream<Item = Update<R>> {
     struct State<R> {
         first: Option<Update<R>>,
@@ -277,7 +299,7 @@ fn follow<R: PartialEq + Send + Sync + 'static>(
         last,
         done: false,
     };
-    futures_util::stream::unfold(state, |mut st| async move {
+    futures_util::stream::unfold(state, move |mut st| async move {
         if st.done {
             return None;
         }
@@ -285,7 +307,7 @@ fn follow<R: PartialEq + Send + Sync + 'static>(
             return Some((u, st));
         }
         loop {
-            let u = match st.rx.recv().await {
+            let mut u = match st.rx.recv().await {
                 Ok(u) => u,
                 Err(broadcast::error::RecvError::Lagged(_)) => match newest(&mut st.rx) {
                     Some(u) => u,
@@ -298,7 +320,10 @@ fn follow<R: PartialEq + Send + Sync + 'static>(
                 _ => false,
             };
             if unchanged && !u.forced && u.job.is_none() {
-                continue;
+                if !every {
+                    continue;
+                }
+                u.repeat = true;
             }
             st.done = u.row.is_none();
             st.last = u.row.clone();
@@ -569,6 +594,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
                     at,
                     job: None,
                     forced: reason.forced,
+                    repeat: false,
                 });
             }
         }
@@ -584,6 +610,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
                 kind: reason.kind,
                 job: None,
                 forced: reason.forced,
+                repeat: false,
             });
         }
         for job_id in &dirty.jobs {
@@ -600,6 +627,7 @@ async fn publish(inner: &Inner, db: &Db, dirty: &Dirty) -> AppResult<()> {
                 kind: "job",
                 job: Some(job),
                 forced: false,
+                repeat: false,
             });
         }
     }

@@ -230,7 +230,7 @@ async fn one_load_serves_every_subscriber_of_a_row() {
     let mut streams = Vec::new();
     for _ in 0..50 {
         let mut s = Box::pin(
-            live.watch_session(uuid)
+            live.watch_session(uuid, false)
                 .await
                 .map_err(|e| e.message())
                 .expect("watch"),
@@ -264,13 +264,13 @@ async fn a_slow_subscriber_skips_to_the_newest_state_without_stalling_others() {
     let id: uuid::Uuid = job["id"].as_str().expect("id").parse().expect("uuid");
     let live = listening(Live::start(t.url.clone(), t.db.scoped())).await;
     let mut slow = Box::pin(
-        live.watch_job(id)
+        live.watch_job(id, false)
             .await
             .map_err(|e| e.message())
             .expect("watch"),
     );
     let mut fast = Box::pin(
-        live.watch_job(id)
+        live.watch_job(id, false)
             .await
             .map_err(|e| e.message())
             .expect("watch"),
@@ -472,4 +472,156 @@ async fn deleting_a_watched_session_ends_its_subscription() {
         "{v}"
     );
     assert_eq!(ws_next(&mut ws).await["type"], "complete");
+}
+
+/// A WebSocket initialized with `bearer`'s token.
+async fn ws_as(addr: std::net::SocketAddr, bearer: &str) -> Ws {
+    use futures::SinkExt;
+    let mut ws = crate::harness::ws_open(addr, "graphql-transport-ws").await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {bearer}") } })
+            .to_string(),
+    ))
+    .await
+    .expect("init");
+    assert_eq!(ws_next(&mut ws).await["type"], "connection_ack");
+    ws
+}
+
+/// The next message's payload, whatever it holds.
+async fn next_payload(ws: &mut Ws) -> Value {
+    let v = ws_next(ws).await;
+    assert_eq!(v["type"], "next", "{v}");
+    v["payload"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_subscribers_share_one_execution_and_each_sees_only_its_own_answer() {
+    use crate::access::{hs256, post, token, unlimited};
+    let t = TestDb::new().await;
+    let addr = t.serve_with(hs256(), unlimited()).await;
+    let (alice, bob, admin) = (
+        token("alice", "user"),
+        token("bob", "user"),
+        token("root", "admin"),
+    );
+    let (_, v) = post(
+        addr,
+        Some(&alice),
+        "mutation { createSession(input: { baseUrl: \"https://shared.example\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let sid = v["data"]["createSession"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_owned();
+    let costs = "subscription($id: UUID!) { sessionProgress(sessionId: $id) { kind session { id totalCost } } }";
+    let pages = "subscription($id: UUID!) { sessionProgress(sessionId: $id) { kind session { id status pagesDiscovered } } }";
+    let subscribe = async |bearer: &str, query: &str| {
+        let mut ws = ws_as(addr, bearer).await;
+        ws_subscribe(
+            &mut ws,
+            "graphql-transport-ws",
+            "1",
+            query,
+            json!({ "id": sid }),
+        )
+        .await;
+        let first = next_payload(&mut ws).await;
+        (ws, first)
+    };
+
+    // Alice three times with one selection (one after the other, so the later ones join a
+    // running execution), once with another; the admin with the first; Bob, who may not see
+    // the session.
+    let mut same = Vec::new();
+    for _ in 0..3 {
+        let (ws, first) = subscribe(&alice, costs).await;
+        assert_eq!(
+            first["data"]["sessionProgress"]["kind"], "snapshot",
+            "{first}"
+        );
+        assert_eq!(
+            first["data"]["sessionProgress"]["session"],
+            json!({ "id": sid, "totalCost": "0.0000" })
+        );
+        same.push(ws);
+    }
+    let (mut other_fields, first) = subscribe(&alice, pages).await;
+    assert_eq!(
+        first["data"]["sessionProgress"]["session"],
+        json!({ "id": sid, "status": "PENDING", "pagesDiscovered": 0 })
+    );
+    let (mut admin_ws, first) = subscribe(&admin, costs).await;
+    assert_eq!(first["data"]["sessionProgress"]["kind"], "snapshot");
+    let (_bob_ws, first) = subscribe(&bob, costs).await;
+    assert_eq!(
+        first["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "another user's session leaked through a shared execution: {first}"
+    );
+    assert!(first["data"].is_null(), "{first}");
+
+    // One execution per (operation, variables, caller): Alice's two selections and the admin's.
+    let shared = &t.schema.shared;
+    let started = std::time::Instant::now();
+    while shared.executions() != 3 || shared.subscribers() != 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "executions {} subscribers {}",
+            shared.executions(),
+            shared.subscribers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (_, v) = post(
+        addr,
+        Some(&alice),
+        "mutation($id: UUID!) { addSessionCost(id: $id, amount: \"0.5\") { id } }",
+        json!({ "id": sid }),
+    )
+    .await;
+    assert!(v.get("errors").is_none(), "{v}");
+    // The next message of every subscriber is the change: the snapshots that later joiners
+    // asked for never reach those who already had theirs.
+    let mut bytes = Vec::new();
+    for ws in &mut same {
+        let v = ws_next(ws).await;
+        assert_eq!(
+            v["payload"]["data"]["sessionProgress"]["kind"], "cost",
+            "{v}"
+        );
+        assert_eq!(
+            v["payload"]["data"]["sessionProgress"]["session"],
+            json!({ "id": sid, "totalCost": "0.5000" })
+        );
+        bytes.push(v["payload"].to_string());
+    }
+    assert!(bytes.windows(2).all(|w| w[0] == w[1]));
+    let v = next_payload(&mut admin_ws).await;
+    assert_eq!(
+        v["data"]["sessionProgress"]["session"],
+        json!({ "id": sid, "totalCost": "0.5000" })
+    );
+    let v = next_payload(&mut other_fields).await;
+    assert_eq!(v["data"]["sessionProgress"]["kind"], "cost");
+    assert_eq!(
+        v["data"]["sessionProgress"]["session"],
+        json!({ "id": sid, "status": "PENDING", "pagesDiscovered": 0 })
+    );
+
+    // Leaving ends a shared execution only with its last subscriber.
+    same.truncate(1);
+    drop(other_fields);
+    let started = std::time::Instant::now();
+    while shared.executions() != 2 || shared.subscribers() != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "executions {} subscribers {}",
+            shared.executions(),
+            shared.subscribers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -7,6 +7,7 @@ pub mod input;
 pub mod json;
 pub mod limits;
 mod order;
+pub mod shared;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,8 @@ pub struct Engine<Q, M, S> {
     pub http: Schema<Q, M, S>,
     pub ws: Schema<Q, M, S>,
     pub guard: limits::Guard,
+    /// Subscription executions shared by identical subscribers (WebSocket).
+    pub shared: Arc<shared::Shared>,
 }
 
 // Derived `Clone` would require the root types to be `Clone`; the schemas are shared handles.
@@ -39,6 +42,7 @@ impl<Q, M, S> Clone for Engine<Q, M, S> {
             http: self.http.clone(),
             ws: self.ws.clone(),
             guard: self.guard.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -49,8 +53,9 @@ where
     M: ObjectType + Default + 'static,
     S: SubscriptionType + Default + 'static,
 {
-    /// Builds both schemas with a deployment's limits.
-    pub fn build(limits: &Limits) -> Self {
+    /// Builds both schemas with a deployment's limits; `shared` names the subscription root
+    /// fields whose executions identical subscribers may share (see [`shared`]).
+    pub fn build(limits: &Limits, shared: &'static [&'static str]) -> Self {
         let guard = limits::Guard::new(limits);
         let build = |guarded: bool| {
             let mut builder = Schema::build(Q::default(), M::default(), S::default())
@@ -69,6 +74,7 @@ where
             http: build(false),
             ws: build(true),
             guard,
+            shared: Arc::new(shared::Shared::new(shared)),
         }
     }
 

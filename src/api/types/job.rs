@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::api::context::{actor, detached, live, req};
+use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
@@ -318,15 +318,28 @@ impl JobsSubscription {
             }
             .into());
         }
-        let updates = live(ctx)?.watch_job(job_id).await?;
-        Ok(updates.map(move |u| match u.row {
-            Some(row) => Ok(Job(row)),
-            None => Err(AppError::NotFound {
-                entity: "job",
-                id: job_id.to_string(),
-            }
-            .into()),
-        }))
+        let live = live(ctx)?;
+        let share = ctx.data_opt::<ShareSlot>().cloned();
+        if let Some(share) = &share {
+            let live = live.clone();
+            share.on_join(move || live.refresh_job(job_id));
+        }
+        let updates = live.watch_job(job_id, share.is_some()).await?;
+        Ok(updates
+            .map(move |u| {
+                if let Some(share) = &share {
+                    share.set_repeat(u.repeat);
+                }
+                u
+            })
+            .map(move |u| match u.row {
+                Some(row) => Ok(Job(row)),
+                None => Err(AppError::NotFound {
+                    entity: "job",
+                    id: job_id.to_string(),
+                }
+                .into()),
+            }))
     }
 }
 

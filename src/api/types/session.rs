@@ -8,7 +8,7 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource};
-use crate::api::context::{actor, detached, live, req};
+use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::scalars::Decimal;
 use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bugs_connection};
 use crate::api::types::job::Job;
@@ -378,8 +378,17 @@ impl SessionsSubscription {
             }
             .into());
         }
-        let updates = live(ctx)?.watch_session(session_id).await?;
+        let live = live(ctx)?;
+        let share = ctx.data_opt::<ShareSlot>().cloned();
+        if let Some(share) = &share {
+            let live = live.clone();
+            share.on_join(move || live.refresh_session(session_id));
+        }
+        let updates = live.watch_session(session_id, share.is_some()).await?;
         Ok(updates.map(move |u| {
+            if let Some(share) = &share {
+                share.set_repeat(u.repeat);
+            }
             if u.row.is_none() {
                 return Err(AppError::NotFound {
                     entity: "session",

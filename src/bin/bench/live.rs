@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::http::Http;
-use crate::{Opts, ms, peak_rss_kib, percentile, reset_peak_rss, start_gateway};
+use crate::{Opts, ms, peak_rss_kib, percentile, reset_peak_rss, rss_kib, start_gateway};
 
 const SUBSCRIPTION: &str = "subscription($id: UUID!) { sessionProgress(sessionId: $id) { kind session { id totalCost } } }";
 
@@ -95,12 +95,44 @@ async fn subscriber(
     }))
 }
 
+/// Raises this process's open-file limit to at least `want` (up to the hard limit).
+fn raise_fd_limit(want: usize) -> anyhow::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        bail!("getrlimit: {}", std::io::Error::last_os_error());
+    }
+    let want = want as libc::rlim_t;
+    if lim.rlim_cur >= want {
+        return Ok(());
+    }
+    if lim.rlim_max < want {
+        bail!(
+            "{want} open files are needed but the hard limit is {} (raise it with ulimit -Hn)",
+            lim.rlim_max
+        );
+    }
+    lim.rlim_cur = want;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        bail!("setrlimit: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
     let (subscribers, rounds, jobs, workers) = if opts.quick {
         (50, 5, 500, 10)
     } else {
         (1_000, 50, 10_000, 10)
     };
+    let subscribers = opts.subscribers.unwrap_or(subscribers);
+    let rounds = opts.rounds.unwrap_or(rounds);
+    // A socket per subscriber in this process and in the gateway, which inherits the limit.
+    raise_fd_limit(subscribers + 1_000)?;
     pg.ensure_database("bench").await?;
     let url = pg.url("bench");
     run_migrations(&url).await?;
@@ -124,7 +156,7 @@ pub async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
     let started = Instant::now();
     let mut readers = Vec::with_capacity(subscribers);
     // Connect in waves so the listen backlog is never the bottleneck.
-    for wave in (0..subscribers).collect::<Vec<_>>().chunks(100) {
+    for wave in (0..subscribers).collect::<Vec<_>>().chunks(200) {
         let connects: Vec<_> = wave
             .iter()
             .map(|_| tokio::spawn(subscriber(addr.clone(), session.clone(), tx.clone())))
@@ -138,6 +170,10 @@ pub async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         "{subscribers} subscribers connected and got the current state in {:.0} ms",
         ms(started.elapsed())
     );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = rss_kib(pid) as f64 / 1024.0;
+    // Connecting many subscribers can outlast the server's keep-alive for an idle connection.
+    let mut http = Http::connect(&addr).await?;
 
     let (mut last, mut each) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
@@ -255,17 +291,32 @@ pub async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
     println!("| live workload | figure | target |");
     println!("|---|---|---|");
     println!(
-        "| fan-out: committed change -> last of {subscribers} subscribers ({rounds} changes) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | p99 <= 100 ms |",
+        "| fan-out: committed change -> last of {subscribers} subscribers ({rounds} changes) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | {} |",
         p(&last, 0.50),
         p(&last, 0.99),
-        p(&last, 1.0)
+        p(&last, 1.0),
+        match subscribers {
+            ..=1_000 => "p99 <= 50 ms",
+            ..=10_000 => "p99 <= 250 ms",
+            _ => "",
+        }
     );
     println!(
         "| fan-out: committed change -> each subscriber | p50 {:.1} ms, p99 {:.1} ms | |",
         p(&each, 0.50),
         p(&each, 0.99)
     );
-    println!("| gateway peak RSS with {subscribers} subscribers | {fanout_rss:.0} MiB | |");
+    let rss_target = if subscribers <= 10_000 {
+        "<= 256 MiB"
+    } else {
+        ""
+    };
+    println!(
+        "| gateway RSS with {subscribers} idle subscribers | {idle_rss:.0} MiB | {rss_target} |"
+    );
+    println!(
+        "| gateway peak RSS with {subscribers} subscribers | {fanout_rss:.0} MiB | {rss_target} |"
+    );
     println!(
         "| job drain: {workers} workers, {jobs} jobs (claimJob + completeJob over HTTP) | {:.0} jobs/s ({:.2} s) | |",
         jobs as f64 / drain.as_secs_f64(),

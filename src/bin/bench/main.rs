@@ -42,6 +42,10 @@ struct Opts {
     concurrency: usize,
     gateway: PathBuf,
     keep: bool,
+    /// `bench live --subscribers N`: WebSocket subscribers of the fan-out (1,000 by default).
+    subscribers: Option<usize>,
+    /// `bench live --rounds N`: committed changes the fan-out measures.
+    rounds: Option<usize>,
 }
 
 fn parse_opts() -> anyhow::Result<Opts> {
@@ -82,6 +86,12 @@ fn parse_opts() -> anyhow::Result<Opts> {
             .unwrap_or(if quick { 4 } else { 32 }),
         gateway,
         keep: args.iter().any(|a| a == "--keep"),
+        subscribers: value("--subscribers")
+            .map(|v| v.parse().with_context(|| format!("--subscribers {v}")))
+            .transpose()?,
+        rounds: value("--rounds")
+            .map(|v| v.parse().with_context(|| format!("--rounds {v}")))
+            .transpose()?,
     })
 }
 
@@ -467,11 +477,19 @@ async fn raw(
 // ---------------------------------------------------------------- orchestration
 
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
