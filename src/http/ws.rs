@@ -131,21 +131,28 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
     let keepalive = conn.state.config.ws_keepalive;
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recheck =
-        tokio::time::interval_at(tokio::time::Instant::now() + limits.recheck, limits.recheck);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let init_deadline = tokio::time::sleep(limits.init_timeout);
     tokio::pin!(init_deadline);
-    let mut changes = conn.state.auth.changes();
-    // Replaced by the token's expiry once the socket is initialized.
-    let expiry = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(expiry);
-    let mut expires = false;
+    // Shutdown, the caller's rights and the token's expiry are watched by a companion task:
+    // polled here, their shared channels' locks would be taken on every message of every
+    // socket (with 10,000 subscribers, most of a change's fan-out time).
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel();
+    let watcher = Watcher(tokio::spawn(watch_rights(
+        conn.state.auth.clone(),
+        conn.state.stopping.subscribe(),
+        limits.recheck,
+        ready_rx,
+        close_tx,
+    )));
 
-    let mut stopping = conn.state.stopping.subscribe();
     let close: Close = loop {
         let step: Result<(), Close> = tokio::select! {
-            Ok(()) = stopping.changed() => Err(Some((1001, "the server is shutting down".into()))),
+            Some(out) = conn.ops.next(), if !conn.ops.is_empty() => {
+                conn.on_output(out);
+                Ok(())
+            }
             msg = input.next() => match msg {
                 Some(Ok(Message::Text(t))) => conn.on_message(t.as_bytes()).await,
                 Some(Ok(Message::Binary(b))) => conn.on_message(&b).await,
@@ -153,14 +160,10 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
                 Some(Err(e)) if is_too_big(&e) => Err(Some((1009, "Message too big".into()))),
                 Some(Err(_) | Ok(Message::Close(_))) | None => Err(None),
             },
-            Some(out) = conn.ops.next(), if !conn.ops.is_empty() => {
-                conn.on_output(out);
-                Ok(())
-            }
+            close = &mut close_rx => Err(close.unwrap_or(None)),
             () = &mut init_deadline, if conn.ready.is_none() => {
                 Err(Some((4408, "Connection initialisation timeout".into())))
             }
-            () = &mut expiry, if expires => Err(Some((4403, "the token has expired".into()))),
             _ = ticks.tick() => {
                 conn.outbox.push(match conn.up.protocol {
                     WebSocketProtocols::GraphQLWS => json!({ "type": "ping" }),
@@ -168,26 +171,11 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
                 }.to_string());
                 Ok(())
             }
-            _ = recheck.tick(), if conn.ready.is_some() => conn.recheck().await,
-            changed = changes.recv(), if conn.ready.is_some() => {
-                let mine = match &changed {
-                    Ok(Some(subject)) => conn
-                        .ready
-                        .as_ref()
-                        .is_some_and(|r| r.session.principal.subject == *subject),
-                    // Everyone's changed, or notices were missed.
-                    Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
-                };
-                if mine { conn.recheck().await } else { Ok(()) }
-            }
         };
-        // Arm the expiry once, when initialization succeeded.
-        if !expires && let Some(at) = conn.ready.as_ref().and_then(|r| r.session.expires_at) {
-            expires = true;
-            // A token may claim an `exp` far beyond what an Instant can hold.
-            let left = until(at).min(Duration::from_secs(86_400 * 365));
-            expiry.as_mut().reset(tokio::time::Instant::now() + left);
+        if let Some(ready) = &conn.ready
+            && let Some(tx) = ready_tx.take()
+        {
+            let _ = tx.send(ready.session.clone());
         }
         for text in conn.outbox.drain(..) {
             if sink.send(Message::Text(text.into())).await.is_err() {
@@ -198,6 +186,7 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
             break close;
         }
     };
+    drop(watcher);
     for (_, handle) in conn.active.drain() {
         handle.abort();
     }
@@ -210,6 +199,86 @@ pub async fn serve(socket: WebSocket, state: AppState, up: Upgrade) {
             .await;
     }
     let _ = sink.close().await;
+}
+
+/// Stops the companion task with its socket.
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The companion of one socket: tells it to close when the server shuts down, and, once the
+/// socket is initialized, when its token expires or its caller is deactivated or changes role
+/// (at once on this replica, within the authenticator cache's lifetime on others).
+async fn watch_rights(
+    auth: crate::auth::authenticator::Authenticator,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    recheck_every: Duration,
+    ready: tokio::sync::oneshot::Receiver<Session>,
+    close: tokio::sync::oneshot::Sender<Close>,
+) {
+    let shutdown = Some((1001, "the server is shutting down".to_owned()));
+    let session = tokio::select! {
+        Ok(()) = stopping.changed() => {
+            let _ = close.send(shutdown);
+            return;
+        }
+        session = ready => match session {
+            Ok(s) => s,
+            // The socket ended before it was initialized.
+            Err(_) => return,
+        },
+    };
+    let mut changes = auth.changes();
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A token may claim an `exp` far beyond what an Instant can hold.
+    let left = session
+        .expires_at
+        .map_or(Duration::from_secs(86_400 * 365), |at| {
+            until(at).min(Duration::from_secs(86_400 * 365))
+        });
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
+    let why: Close = loop {
+        let check = tokio::select! {
+            Ok(()) = stopping.changed() => break shutdown,
+            () = &mut expiry => break Some((4403, "the token has expired".into())),
+            _ = recheck.tick() => true,
+            changed = changes.recv() => match &changed {
+                Ok(Some(subject)) => session.principal.subject == *subject,
+                // Everyone's changed, or notices were missed.
+                Ok(None) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => false,
+            },
+        };
+        if check && let Err(why) = current_rights(&auth, &session).await {
+            break why;
+        }
+    };
+    let _ = close.send(why);
+}
+
+/// The caller as it stands now; an error (a close) when it was deactivated or its role changed
+/// since the socket opened (its subscriptions were authorized with the old role).
+async fn current_rights(
+    auth: &crate::auth::authenticator::Authenticator,
+    session: &Session,
+) -> Result<Principal, Close> {
+    match auth.current(session).await {
+        Ok(p) if p.role == session.principal.role => Ok(p),
+        Ok(_) => Err(Some((
+            4403,
+            "the caller's role changed; reconnect to continue".into(),
+        ))),
+        Err(e @ AppError::Forbidden(_)) => Err(Some((4403, e.message()))),
+        // The database being unreachable is no reason to drop a caller.
+        Err(_) => Ok(session.principal.clone()),
+    }
 }
 
 /// A close frame's reason may hold at most 123 bytes; browsers fail the whole close otherwise.
@@ -344,26 +413,14 @@ impl Connection {
         Ok(())
     }
 
-    /// The caller as it stands now; closes the socket when it was deactivated or its role
-    /// changed since the socket opened (its subscriptions were authorized with the old role).
+    /// The caller as it stands now; closes the socket when its rights changed.
     async fn current(&mut self) -> Result<Option<Principal>, Close> {
-        let Some(ready) = &self.ready else {
-            return Ok(None);
-        };
-        match self.state.auth.current(&ready.session).await {
-            Ok(p) if p.role == ready.session.principal.role => Ok(Some(p)),
-            Ok(_) => Err(Some((
-                4403,
-                "the caller's role changed; reconnect to continue".into(),
-            ))),
-            Err(e @ AppError::Forbidden(_)) => Err(Some((4403, e.message()))),
-            // The database being unreachable is no reason to drop a caller.
-            Err(_) => Ok(Some(ready.session.principal.clone())),
+        match &self.ready {
+            None => Ok(None),
+            Some(ready) => current_rights(&self.state.auth, &ready.session)
+                .await
+                .map(Some),
         }
-    }
-
-    async fn recheck(&mut self) -> Result<(), Close> {
-        self.current().await.map(|_| ())
     }
 
     /// Answers one operation with a refusal: its errors, then `complete`.

@@ -658,3 +658,18 @@ async fn subscriptions_are_authenticated_and_scoped() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_of_one_caller_share_one_user_read() {
+    let t = TestDb::new().await;
+    let auth = bughive_gateway::auth::Authenticator::new(hs256(), t.db.scoped());
+    let bearer = format!("Bearer {}", token("carol", "user"));
+    let session = auth.session(Some(&bearer)).await.expect("session");
+    assert_eq!(auth.user_reads(), 1);
+    // What every open socket of a caller does when its entry is dropped: check again at once.
+    auth.forget(Some("carol"));
+    let checks = (0..200).map(|_| auth.current(&session));
+    let results = futures::future::join_all(checks).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert_eq!(auth.user_reads(), 2, "one read for 200 concurrent checks");
+}
