@@ -19,6 +19,9 @@ pub const DEV_SUBJECT: &str = "dev:admin";
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 
+/// One read of a caller's user row (its principal and active flag), shared by all who wait.
+type Loading = tokio::sync::OnceCell<(Principal, bool)>;
+
 #[derive(Clone)]
 pub struct Authenticator {
     inner: Arc<Inner>,
@@ -31,7 +34,7 @@ struct Inner {
     /// The user-row reads under way, one per subject: when an entry expires (or is forgotten)
     /// every open socket of that caller rechecks it at once, and 10,000 upserts of one row
     /// took a quarter of the machine during a fan-out.
-    loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<(Principal, bool)>>>>,
+    loading: Mutex<HashMap<String, Arc<Loading>>>,
     /// User rows read so far; tests read it to prove concurrent misses share one read.
     reads: std::sync::atomic::AtomicU64,
     /// Subjects whose role or activation changed on this replica (`None`: everyone's), so
