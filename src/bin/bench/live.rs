@@ -316,10 +316,12 @@ pub async fn bench(opts: &Opts, pg: &EmbeddedPg) -> anyhow::Result<usize> {
         p(&last, 0.50),
         p(&last, 0.99),
         p(&last, 1.0),
-        match subscribers {
-            ..=1_000 => "p99 <= 50 ms",
-            ..=10_000 => "p99 <= 250 ms",
-            _ => "",
+        if subscribers <= 1_000 {
+            "p99 <= 50 ms"
+        } else if subscribers <= 10_000 {
+            "p99 <= 250 ms"
+        } else {
+            ""
         }
     );
     println!(
