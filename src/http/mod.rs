@@ -465,12 +465,13 @@ async fn graphql_ws(
         request_id: request_id(&headers),
     };
     // GraphQL messages are small: the 128 KiB default buffers cost 1000 idle subscribers over
-    // 100 MiB, and a 64 MiB message limit invites abuse. tungstenite zeroes the read buffer on
-    // every poll of the socket, so each socket keeps it resident: 4 KiB rather than 8 took
-    // 40 MiB off 10,000 idle subscribers (`bench live --subscribers 10000`).
+    // 100 MiB, and a 64 MiB message limit invites abuse. tungstenite zeroes its read buffer
+    // each time the socket is polled, which is once per message sent, and so keeps it
+    // resident: 1 KiB rather than 4 took the gateway with 10,000 subscribers from 204 to
+    // 175 MiB (`bench live --subscribers 10000`); a larger client message takes more reads.
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .max_message_size(1024 * 1024)
         .on_upgrade(move |socket| ws::serve(socket, state, up))
