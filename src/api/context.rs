@@ -154,6 +154,14 @@ pub struct ShareState {
 }
 
 impl ShareSlot {
+    /// The slot of a shared execution, with `refresh` registered as what a joiner triggers;
+    /// `None` when the subscription runs for one subscriber.
+    pub fn of(ctx: &Context<'_>, refresh: impl Fn() + Send + Sync + 'static) -> Option<ShareSlot> {
+        let slot = ctx.data_opt::<ShareSlot>()?.clone();
+        slot.on_join(refresh);
+        Some(slot)
+    }
+
     /// Called by the resolver before it starts watching, so no joiner can miss both the first
     /// state and the refresh.
     pub fn on_join(&self, refresh: impl Fn() + Send + Sync + 'static) {

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::{AppState, admit, post_body_kind, read_body, refuse, ws};
 use crate::api::context::{CursorSlot, RequestCtx, ResumeFrom};
+use crate::api::exec::shared::Key;
 use crate::auth::{Actor, Principal};
 use crate::error::AppError;
 
@@ -108,6 +109,7 @@ async fn stream(
     let variables = std::mem::take(&mut request.variables);
     let operation_name = request.operation_name.take();
     let mut subscription = false;
+    let mut shareable = false;
     let mut mutation = false;
     if let Ok(doc) = request.parsed_query() {
         if let Err(e) = guard.check(doc, &variables) {
@@ -118,6 +120,10 @@ async fn stream(
                 .into_response();
         }
         subscription = ws::is_subscription(doc, operation_name.as_deref());
+        shareable = state
+            .schema
+            .shared
+            .shareable(doc, operation_name.as_deref());
         mutation = ws::operation_type(doc, operation_name.as_deref())
             == Some(async_graphql::parser::types::OperationType::Mutation);
     }
@@ -145,6 +151,7 @@ async fn stream(
         );
     };
     let cursors = CursorSlot::default();
+    let key = shareable.then(|| Key::of(&request, &principal));
     let actor = Actor {
         principal,
         request_id: Some(super::request_id(&headers)),
@@ -166,18 +173,31 @@ async fn stream(
     let shutdown = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
-    let events = ws::responses(&state, request, subscription)
-        .map(move |response| {
-            let data = serde_json::to_string(&response).unwrap_or_else(|_| {
-                r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
-                    .to_owned()
-            });
-            let mut event = Event::default().event("next").data(data);
-            if let Some(cursor) = cursors.take() {
-                event = event.id(cursor);
-            }
-            Ok::<_, Infallible>(event)
-        })
+    let nexts = match key {
+        // Shared with identical subscribers on this replica, WebSocket ones included.
+        Some(key) => {
+            let schema = &state.schema;
+            schema
+                .shared
+                .join(&schema.ws, key, request)
+                .map(|frame| Ok(Event::default().event("next").data(&*frame.payload)))
+                .boxed()
+        }
+        None => ws::responses(&state, request, subscription)
+            .map(move |response| {
+                let data = serde_json::to_string(&response).unwrap_or_else(|_| {
+                    r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
+                        .to_owned()
+                });
+                let mut event = Event::default().event("next").data(data);
+                if let Some(cursor) = cursors.take() {
+                    event = event.id(cursor);
+                }
+                Ok::<_, Infallible>(event)
+            })
+            .boxed(),
+    };
+    let events = nexts
         .chain(futures_util::stream::once(async {
             Ok(Event::default().event("complete").data(""))
         }))

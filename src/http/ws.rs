@@ -515,12 +515,7 @@ impl Connection {
             self.on_output(Out::Done(id));
             return Ok(());
         }
-        let key = shareable.then(|| Key {
-            query: request.query.clone(),
-            operation_name: request.operation_name.clone(),
-            variables: serde_json::to_string(&request.variables).unwrap_or_default(),
-            scope: format!("{}\u{0}{:?}", principal.subject, principal.role),
-        });
+        let key = shareable.then(|| Key::of(&request, &principal));
         let actor = Actor {
             principal,
             request_id: Some(self.up.request_id.clone()),

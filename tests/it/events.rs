@@ -177,7 +177,7 @@ async fn ws_as(addr: std::net::SocketAddr, token: &str) -> Ws {
 }
 
 /// Reads SSE `data:` lines of `next` events until `n` have arrived.
-async fn sse_events(res: &mut reqwest::Response, n: usize) -> Vec<(Option<String>, Value)> {
+pub async fn sse_events(res: &mut reqwest::Response, n: usize) -> Vec<(Option<String>, Value)> {
     let mut buf = String::new();
     let mut out = Vec::new();
     while out.len() < n {

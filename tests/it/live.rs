@@ -488,6 +488,24 @@ async fn ws_as(addr: std::net::SocketAddr, bearer: &str) -> Ws {
     ws
 }
 
+/// Waits until this replica runs `executions` shared executions for `subscribers` subscribers.
+async fn wait_shared(
+    shared: &bughive_gateway::api::exec::shared::Shared,
+    executions: usize,
+    subscribers: usize,
+) {
+    let started = std::time::Instant::now();
+    while shared.executions() != executions || shared.subscribers() != subscribers {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "executions {} subscribers {}",
+            shared.executions(),
+            shared.subscribers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The next message's payload, whatever it holds.
 async fn next_payload(ws: &mut Ws) -> Value {
     let v = ws_next(ws).await;
@@ -548,6 +566,18 @@ async fn identical_subscribers_share_one_execution_and_each_sees_only_its_own_an
         );
         same.push(ws);
     }
+    // Server-Sent Events subscribers share executions with WebSocket ones.
+    let mut sse = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql/stream"))
+        .header("accept", "text/event-stream")
+        .bearer_auth(&alice)
+        .json(&json!({ "query": costs, "variables": { "id": sid } }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(sse.status(), 200);
+    let first = crate::events::sse_events(&mut sse, 1).await;
+    assert_eq!(first[0].1["data"]["sessionProgress"]["kind"], "snapshot");
     let (mut other_fields, first) = subscribe(&alice, pages).await;
     assert_eq!(
         first["data"]["sessionProgress"]["session"],
@@ -564,16 +594,7 @@ async fn identical_subscribers_share_one_execution_and_each_sees_only_its_own_an
 
     // One execution per (operation, variables, caller): Alice's two selections and the admin's.
     let shared = &t.schema.shared;
-    let started = std::time::Instant::now();
-    while shared.executions() != 3 || shared.subscribers() != 5 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "executions {} subscribers {}",
-            shared.executions(),
-            shared.subscribers()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_shared(shared, 3, 6).await;
 
     let (_, v) = post(
         addr,
@@ -598,7 +619,9 @@ async fn identical_subscribers_share_one_execution_and_each_sees_only_its_own_an
         );
         bytes.push(v["payload"].to_string());
     }
-    assert!(bytes.windows(2).all(|w| w[0] == w[1]));
+    let over_sse = crate::events::sse_events(&mut sse, 1).await;
+    bytes.push(over_sse[0].1.to_string());
+    assert!(bytes.windows(2).all(|w| w[0] == w[1]), "{bytes:?}");
     let v = next_payload(&mut admin_ws).await;
     assert_eq!(
         v["data"]["sessionProgress"]["session"],
@@ -614,14 +637,6 @@ async fn identical_subscribers_share_one_execution_and_each_sees_only_its_own_an
     // Leaving ends a shared execution only with its last subscriber.
     same.truncate(1);
     drop(other_fields);
-    let started = std::time::Instant::now();
-    while shared.executions() != 2 || shared.subscribers() != 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "executions {} subscribers {}",
-            shared.executions(),
-            shared.subscribers()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drop(sse);
+    wait_shared(shared, 2, 2).await;
 }

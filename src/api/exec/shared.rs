@@ -51,6 +51,18 @@ pub struct Key {
     pub scope: String,
 }
 
+impl Key {
+    /// The key of `request` (variables included) made by `caller`.
+    pub fn of(request: &async_graphql::Request, caller: &crate::auth::Principal) -> Key {
+        Key {
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: serde_json::to_string(&request.variables).unwrap_or_default(),
+            scope: format!("{}\u{0}{:?}", caller.subject, caller.role),
+        }
+    }
+}
+
 struct Group {
     /// Weak, so that the channel closes (completing every subscriber) when the execution ends.
     tx: broadcast::WeakSender<Arc<Frame>>,

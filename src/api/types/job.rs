@@ -319,27 +319,22 @@ impl JobsSubscription {
             .into());
         }
         let live = live(ctx)?;
-        let share = ctx.data_opt::<ShareSlot>().cloned();
-        if let Some(share) = &share {
-            let live = live.clone();
-            share.on_join(move || live.refresh_job(job_id));
-        }
+        let again = live.clone();
+        let share = ShareSlot::of(ctx, move || again.refresh_job(job_id));
         let updates = live.watch_job(job_id, share.is_some()).await?;
-        Ok(updates
-            .map(move |u| {
-                if let Some(share) = &share {
-                    share.set_repeat(u.repeat);
-                }
-                u
-            })
-            .map(move |u| match u.row {
+        Ok(updates.map(move |u| {
+            if let Some(share) = &share {
+                share.set_repeat(u.repeat);
+            }
+            match u.row {
                 Some(row) => Ok(Job(row)),
                 None => Err(AppError::NotFound {
                     entity: "job",
                     id: job_id.to_string(),
                 }
                 .into()),
-            }))
+            }
+        }))
     }
 }
 

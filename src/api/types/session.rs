@@ -379,11 +379,8 @@ impl SessionsSubscription {
             .into());
         }
         let live = live(ctx)?;
-        let share = ctx.data_opt::<ShareSlot>().cloned();
-        if let Some(share) = &share {
-            let live = live.clone();
-            share.on_join(move || live.refresh_session(session_id));
-        }
+        let again = live.clone();
+        let share = ShareSlot::of(ctx, move || again.refresh_session(session_id));
         let updates = live.watch_session(session_id, share.is_some()).await?;
         Ok(updates.map(move |u| {
             if let Some(share) = &share {
