@@ -145,10 +145,10 @@ pub struct ResumeFrom(pub String);
 /// published again (for each subscriber that joins later) and marks each item that repeats the
 /// state before it, which only subscribers still waiting for their first message receive.
 #[derive(Clone, Default)]
-pub struct ShareSlot(pub Arc<ShareState>);
+pub struct ShareSlot(Arc<ShareState>);
 
 #[derive(Default)]
-pub struct ShareState {
+struct ShareState {
     refresh: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     repeat: std::sync::atomic::AtomicBool,
 }
@@ -164,7 +164,7 @@ impl ShareSlot {
 
     /// Called by the resolver before it starts watching, so no joiner can miss both the first
     /// state and the refresh.
-    pub fn on_join(&self, refresh: impl Fn() + Send + Sync + 'static) {
+    fn on_join(&self, refresh: impl Fn() + Send + Sync + 'static) {
         *self.0.refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(refresh));
     }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{AbortHandle, BoxStream, SelectAll};
 use futures_util::{SinkExt, StreamExt, stream};
@@ -562,7 +562,7 @@ impl Connection {
                 json!({ "type": ty, "id": id, "payload": payload }).to_string()
             }
             Out::Frame(id, frame) => {
-                let id_json = serde_json::Value::String(id.clone()).to_string();
+                let id_json = serde_json::to_string(&id).unwrap_or_default();
                 match &frame.request_errors {
                     Some(errors) if !self.legacy() => {
                         self.active.remove(&id);
@@ -632,14 +632,7 @@ pub(super) fn operation_type(
     doc: &async_graphql::parser::types::ExecutableDocument,
     name: Option<&str>,
 ) -> Option<OperationType> {
-    match (&doc.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op.node.ty),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| op.node.ty)
-        }
-        _ => None,
-    }
+    crate::api::exec::operation(doc, name).map(|op| op.ty)
 }
 
 /// The bearer token of a `connection_init` payload: `{"Authorization": "Bearer …"}` (any

@@ -136,6 +136,22 @@ where
     (json::Response(limits::with_codes(response)), stats)
 }
 
+/// The operation a request runs: the one named, or the document's only one.
+pub fn operation<'a>(
+    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a async_graphql::parser::types::OperationDefinition> {
+    use async_graphql::parser::types::DocumentOperations;
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(&op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| &op.node),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| &op.node)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
 /// Whether a response is that of a request that never executed (unparsable, invalid, refused by
 /// a limit): no data, and errors without a path. A field error that nulls the whole result has
 /// a path, and keeps `data: null`.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+    ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
 use async_graphql::{Name, Positioned, Value};
 
@@ -107,20 +107,8 @@ fn apply(plan: &Plan<'_>, value: &mut Value) {
 /// Reorders `data` to follow the selected operation of `doc`. Only call it for a document that
 /// passed validation (non-null data), so fragment cycles cannot occur.
 pub fn restore(doc: &ExecutableDocument, operation_name: Option<&str>, data: &mut Value) {
-    let op = match &doc.operations {
-        DocumentOperations::Single(op) => &op.node,
-        // Named operations: the one asked for, or the only one.
-        DocumentOperations::Multiple(ops) => {
-            let op = match operation_name {
-                Some(n) => ops.get(n),
-                None if ops.len() == 1 => ops.values().next(),
-                None => None,
-            };
-            match op {
-                Some(op) => &op.node,
-                None => return,
-            }
-        }
+    let Some(op) = super::operation(doc, operation_name) else {
+        return;
     };
     apply(&plan(&doc.fragments, &[&op.selection_set.node]), data);
 }

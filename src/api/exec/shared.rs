@@ -104,17 +104,11 @@ impl Shared {
 
     /// Whether the operation `name` of `doc` is a subscription of a shareable root field.
     pub fn shareable(&self, doc: &ExecutableDocument, name: Option<&str>) -> bool {
-        use async_graphql::parser::types::DocumentOperations;
-        let op = match (&doc.operations, name) {
-            (DocumentOperations::Single(op), _) => op,
-            (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
-                Some(op) => op,
-                None => return false,
-            },
-            (DocumentOperations::Multiple(_), None) => return false,
+        let Some(op) = super::operation(doc, name) else {
+            return false;
         };
-        let items = &op.node.selection_set.node.items;
-        op.node.ty == OperationType::Subscription
+        let items = &op.selection_set.node.items;
+        op.ty == OperationType::Subscription
             && items.len() == 1
             && items.iter().all(|s| match &s.node {
                 Selection::Field(f) => self.fields.contains(&f.node.name.node.as_str()),
