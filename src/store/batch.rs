@@ -85,7 +85,7 @@ impl<R> Eq for Id<R> {}
 
 impl<R> Hash for Id<R> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        state.write_u128(self.0.as_u128());
     }
 }
 
@@ -190,7 +190,7 @@ pub trait Filter: Copy + Eq + Hash + Debug + Default + Send + Sync + 'static {
 }
 
 /// One parent's page of children. Keys that differ only in the parent id share one statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListKey<P: Parent> {
     pub parent: P,
     pub filter: P::Filter,
@@ -201,10 +201,25 @@ pub struct ListKey<P: Parent> {
 }
 
 /// One parent's `totalCount` of children.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountKey<P: Parent> {
     pub parent: P,
     pub filter: P::Filter,
+}
+
+// Keys are hashed by parent id alone (equal keys have equal ids, so this agrees with `Eq`): a
+// loader hashes each key about six times with SipHash, and the whole key with its filter and
+// window took three times as long as its id, 8% of the gateway's CPU under the Q1 load.
+impl<P: Parent> Hash for ListKey<P> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.parent.id().as_u128());
+    }
+}
+
+impl<P: Parent> Hash for CountKey<P> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.parent.id().as_u128());
+    }
 }
 
 /// A child row with the parent it was listed for (`SELECT k.parent_key, x.*`).

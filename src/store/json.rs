@@ -4,6 +4,7 @@
 //! decoding them into `serde_json::Value` trees (and dropping those again) showed up in the load
 //! profile. Rows carry the JSON text instead and parse it only when the field is resolved.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use diesel::deserialize::{self, FromSql, FromSqlRow};
@@ -14,22 +15,22 @@ use diesel::sql_types::Jsonb;
 
 #[derive(Debug, Clone, PartialEq, Eq, FromSqlRow, AsExpression)]
 #[diesel(sql_type = Jsonb)]
-pub struct JsonText(String);
+pub struct JsonText(Cow<'static, str>);
 
 impl JsonText {
     /// The parsed value; PostgreSQL only stores valid JSON, so a failure means a broken row.
     pub fn value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(self.as_str()).unwrap_or(serde_json::Value::Null)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_ref()
     }
 }
 
 impl From<serde_json::Value> for JsonText {
     fn from(v: serde_json::Value) -> Self {
-        JsonText(v.to_string())
+        JsonText(Cow::Owned(v.to_string()))
     }
 }
 
@@ -37,7 +38,11 @@ impl FromSql<Jsonb, Pg> for JsonText {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         // Binary JSONB is a version byte (1) followed by the JSON text.
         match value.as_bytes().split_first() {
-            Some((1, text)) => Ok(JsonText(std::str::from_utf8(text)?.to_owned())),
+            // Empty arrays and objects are what most rows hold, and what lists that leave the
+            // column out select in its place: they cost no allocation.
+            Some((1, b"[]")) => Ok(JsonText(Cow::Borrowed("[]"))),
+            Some((1, b"{}")) => Ok(JsonText(Cow::Borrowed("{}"))),
+            Some((1, text)) => Ok(JsonText(Cow::Owned(std::str::from_utf8(text)?.to_owned()))),
             _ => Err("unsupported JSONB version".into()),
         }
     }

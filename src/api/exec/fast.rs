@@ -20,6 +20,8 @@ use std::future::Future;
 use async_graphql::parser::types::{Field, Selection};
 use async_graphql::resolver_utils::{ContainerType, EnumType, resolve_container};
 use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::json;
@@ -90,6 +92,18 @@ pub trait FastObject: OutputType + Sized {
     fn fields(&self) -> Self::Fields;
     /// The value of a plain column by its GraphQL name, or `None` for any other field.
     fn leaf(&self, name: &str) -> Option<Leaf<'_>>;
+    /// The values of `field` for every item of a list at once, one per item (with `ctxs`, the
+    /// items' contexts), when the type can load it for the whole list together (a child
+    /// connection: one loader call for the list instead of one per item). `None`: the field is
+    /// resolved item by item.
+    fn batch<'a>(
+        items: &'a [&'a Self],
+        field: &'a Positioned<Field>,
+        ctxs: &'a [ContextSelectionSet<'a>],
+    ) -> Option<BoxFuture<'a, Vec<ServerResult<Value>>>> {
+        let _ = (items, field, ctxs);
+        None
+    }
 }
 
 /// What a selection's field is, decided once per object or list.
@@ -199,27 +213,40 @@ pub async fn resolve_list<T: FastObject>(
         })
         .collect();
     // Every item's relations are requested before any is awaited, so each relation of the
-    // whole list is one loader batch. Errors carry their item's path.
-    let (item_ctxs, fields): (Vec<_>, Vec<_>) = if resolved.is_empty() {
-        (Vec::new(), Vec::new())
+    // whole list is one loader batch. Errors carry their item's path. A field the type can
+    // load for the whole list at once (`FastObject::batch`) is one future for all items.
+    let item_ctxs: Vec<_> = if resolved.is_empty() {
+        Vec::new()
     } else {
-        (0..items.len())
-            .map(|i| ctx.with_index(i))
-            .zip(items.iter().map(|item| item.fields()))
-            .unzip()
+        (0..items.len()).map(|i| ctx.with_index(i)).collect()
     };
-    let mut pending = Vec::with_capacity(items.len() * resolved.len());
-    for (item_ctx, item_fields) in item_ctxs.iter().zip(&fields) {
-        for f in &resolved {
-            pending.push(resolve_one(item_ctx, item_fields, f, Name::new("")));
-        }
-    }
-    let results = futures_util::future::join_all(pending).await;
-    let nested: usize = results
+    let fields: Vec<_> = item_ctxs
         .iter()
-        .map(|(_, r)| r.as_ref().map_or(0, json::size_hint))
+        .zip(&items)
+        .map(|(_, item)| item.fields())
+        .collect();
+    let columns = resolved.iter().map(|f| {
+        T::batch(&items, f, &item_ctxs).unwrap_or_else(|| {
+            let each = item_ctxs
+                .iter()
+                .zip(&fields)
+                .map(|(item_ctx, item_fields)| {
+                    resolve_one(item_ctx, item_fields, f, Name::new("")).map(|(_, r)| r)
+                });
+            futures_util::future::join_all(each).boxed()
+        })
+    });
+    let mut columns: Vec<std::vec::IntoIter<ServerResult<Value>>> =
+        futures_util::future::join_all(columns)
+            .await
+            .into_iter()
+            .map(Vec::into_iter)
+            .collect();
+    let nested: usize = columns
+        .iter()
+        .flat_map(|c| c.as_slice())
+        .map(|r| r.as_ref().map_or(0, json::size_hint))
         .sum();
-    let mut results = results.into_iter();
     // The resolved values are objects async-graphql built, in completion order; the response's
     // reordering pass cannot see inside this fragment, so they are put in order here.
     let orders: Vec<order::Plan> = resolved
@@ -240,19 +267,20 @@ pub async fn resolve_list<T: FastObject>(
         out.push(b'{');
         let mut written = 0usize;
         let mut order = orders.iter();
+        let mut column = columns.iter_mut();
         for (key, slot) in &plan {
             let mut value = None;
             match slot {
                 Slot::Resolved(_) => {
                     let plan = order.next();
-                    match results.next() {
-                        Some((_, Ok(mut v))) => {
+                    match column.next().and_then(Iterator::next) {
+                        Some(Ok(mut v)) => {
                             if let Some(plan) = plan {
                                 plan.apply(&mut v);
                             }
                             value = Some(v);
                         }
-                        Some((_, Err(e))) => {
+                        Some(Err(e)) => {
                             // As async-graphql does: the error is reported and the field left out.
                             ctx.add_error(e);
                             continue;
@@ -320,12 +348,31 @@ fn resolve_one<'a, T: ContainerType + Sync>(
 
 /// Implements [`FastObject`], `OutputType` and `ListItem` for `$ty` (a newtype over an `Arc` of
 /// a row): `$fields`, the `#[Object]` over the same row, supplies the type information and the
-/// resolvers of relations; `$leaf` maps a field name to a plain column ([`Leaf`]).
+/// resolvers of relations; `$leaf` maps a field name to a plain column ([`Leaf`]); the optional
+/// `batch:` function is its [`FastObject::batch`].
 macro_rules! fast_output_type {
-    ($ty:ident, $fields:ident, $name:literal, |$row:ident, $field:ident| $leaf:expr) => {
+    (
+        $ty:ident, $fields:ident, $name:literal, $(batch: $batch:path,)?
+        |$row:ident, $field:ident| $leaf:expr
+    ) => {
         impl $crate::api::exec::fast::FastObject for $ty {
             type Fields = $fields;
             const NAME: &'static str = $name;
+
+            $(
+                fn batch<'a>(
+                    items: &'a [&'a Self],
+                    field: &'a async_graphql::Positioned<async_graphql::parser::types::Field>,
+                    ctxs: &'a [async_graphql::ContextSelectionSet<'a>],
+                ) -> Option<
+                    futures_util::future::BoxFuture<
+                        'a,
+                        Vec<async_graphql::ServerResult<async_graphql::Value>>,
+                    >,
+                > {
+                    $batch(items, field, ctxs)
+                }
+            )?
 
             fn fields(&self) -> $fields {
                 $fields(self.0.clone())

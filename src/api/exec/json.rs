@@ -183,34 +183,67 @@ fn write_object<'v>(entries: impl Iterator<Item = (&'v str, &'v Value)>, out: &m
     out.buf().push(b'}');
 }
 
+/// Whether any of a word's eight bytes needs escaping in a JSON string: a control character,
+/// `"` or `\\`. Bytes of multi-byte UTF-8 sequences (0x80 and up) never match.
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+    control | quote | backslash != 0
+}
+
+/// Writes `s` as a JSON string, escaped as `serde_json` escapes it. Runs of eight bytes that
+/// need no escape are checked as one word: text columns are mostly such runs, and the byte by
+/// byte scan was 7% of the gateway's CPU under the Q1 load.
 pub fn write_str(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            if !word_needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        // A word with something to escape, or the tail: byte by byte up to the next word.
+        let stop = (i + 8).min(bytes.len());
+        while i < stop {
+            let b = bytes[i];
+            let escape: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0x00..=0x1f => &[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ],
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            out.extend_from_slice(escape);
+            i += 1;
+            start = i;
+        }
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -251,12 +284,26 @@ mod tests {
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let mut all: String = (0u8..0x80).map(char::from).collect();
         all.push_str("é 日本 \u{2028} \u{10FFFF} / ");
-        for s in [all.as_str(), "", "plain", "\"", "a\\b"] {
+        let mut cases: Vec<String> = [all.as_str(), "", "plain", "\"", "a\\b"]
+            .map(str::to_owned)
+            .to_vec();
+        // Every ASCII byte and a multi-byte character at every offset of two words and a tail,
+        // so each lane of the word-at-a-time check is exercised.
+        for c in (0u8..0x80).map(char::from).chain(['é', '日', '\u{10FFFF}']) {
+            for at in 0..19 {
+                let mut s: String = "x".repeat(at);
+                s.push(c);
+                s.push_str(&"y".repeat(18 - at));
+                cases.push(s);
+            }
+        }
+        for s in &cases {
             let mut out = Vec::new();
             write_str(s, &mut out);
             assert_eq!(
                 String::from_utf8(out).expect("utf-8"),
-                serde_json::to_string(s).expect("json")
+                serde_json::to_string(s).expect("json"),
+                "{s:?}"
             );
         }
     }

@@ -148,6 +148,18 @@ pub struct BugFilter {
     pub min_confidence: Option<f64>,
 }
 
+/// A bug list's filter and window from its arguments.
+pub fn bug_list(
+    first: Option<i32>,
+    after: Option<&str>,
+    filter: Option<BugFilter>,
+) -> AppResult<(BugFilterKey, Window)> {
+    Ok((
+        filter.unwrap_or_default().into_key()?,
+        Window::parse(first, 50, after)?,
+    ))
+}
+
 impl BugFilter {
     pub fn into_key(self) -> AppResult<BugFilterKey> {
         BugFilterKey::new(

@@ -4,10 +4,15 @@ use async_graphql::{Context, InputObject, Json, Object, ScalarType, SimpleObject
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::api::connection::{Connection, children};
+use async_graphql::parser::types::Field;
+use async_graphql::{ContextSelectionSet, Positioned, ServerResult};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+use crate::api::connection::{Connection, arg, children, children_of_list};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
-use crate::api::types::bug::{Bug, BugFilter, bugs_connection};
+use crate::api::types::bug::{Bug, BugFilter, bug_list, bugs_connection};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
@@ -36,7 +41,50 @@ impl From<PageRow> for Page {
 /// them (see `api::exec::fast`).
 pub struct PageFields(Arc<PageRow>);
 
-fast::fast_output_type!(Page, PageFields, "Page", |row, name| {
+/// A list of pages resolves its pages' `bugs` and `children` with one loader call each.
+fn batch<'a>(
+    items: &'a [&'a Page],
+    field: &'a Positioned<Field>,
+    ctxs: &'a [ContextSelectionSet<'a>],
+) -> Option<BoxFuture<'a, Vec<ServerResult<Value>>>> {
+    let ids = items.iter().map(|p| p.0.id);
+    match field.node.name.node.as_str() {
+        "bugs" => Some(
+            children_of_list(
+                ctxs,
+                field,
+                ids.map(BugParent::Page).collect(),
+                |ctx| {
+                    let after: Option<String> = arg(ctx, "after")?;
+                    Ok(bug_list(
+                        arg(ctx, "first")?,
+                        after.as_deref(),
+                        arg(ctx, "filter")?,
+                    )?)
+                },
+                Bug,
+            )
+            .boxed(),
+        ),
+        "children" => Some(
+            children_of_list(
+                ctxs,
+                field,
+                ids.map(PageParent::Page).collect(),
+                |ctx| {
+                    let after: Option<String> = arg(ctx, "after")?;
+                    let window = Window::parse(arg(ctx, "first")?, 50, after.as_deref())?;
+                    Ok((PageFilter::default(), window))
+                },
+                Page,
+            )
+            .boxed(),
+        ),
+        _ => None,
+    }
+}
+
+fast::fast_output_type!(Page, PageFields, "Page", batch: batch, |row, name| {
     Some(match name {
         "id" => Leaf::Uuid(row.id),
         "url" => Leaf::Str(&row.url),
@@ -95,12 +143,11 @@ impl PageFields {
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<Page>> {
-        let window = Window::parse(first, 50, after.as_deref())?;
         Ok(pages_connection(
             ctx,
             PageParent::Page(self.0.id),
             PageFilter::default(),
-            window,
+            Window::parse(first, 50, after.as_deref())?,
         )
         .await?)
     }
@@ -124,8 +171,7 @@ impl PageFields {
         after: Option<String>,
         filter: Option<BugFilter>,
     ) -> async_graphql::Result<Connection<Bug>> {
-        let window = Window::parse(first, 50, after.as_deref())?;
-        let filter = filter.unwrap_or_default().into_key()?;
+        let (filter, window) = bug_list(first, after.as_deref(), filter)?;
         Ok(bugs_connection(ctx, BugParent::Page(self.0.id), filter, window).await?)
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::api::connection::{Connection, CountSource};
 use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::scalars::Decimal;
-use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bugs_connection};
+use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bug_list, bugs_connection};
 use crate::api::types::job::Job;
 use crate::api::types::page::{Page, pages_connection};
 use crate::api::types::user::{Project, User, load_project, load_user};
@@ -117,8 +117,7 @@ impl CrawlSession {
         after: Option<String>,
         filter: Option<BugFilter>,
     ) -> async_graphql::Result<Connection<Bug>> {
-        let window = Window::parse(first, 50, after.as_deref())?;
-        let filter = filter.unwrap_or_default().into_key()?;
+        let (filter, window) = bug_list(first, after.as_deref(), filter)?;
         Ok(bugs_connection(ctx, BugParent::Session(self.0.id), filter, window).await?)
     }
 
