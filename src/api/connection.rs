@@ -197,7 +197,7 @@ fn wanted<R: Slim, T: SlimNode>(ctx: &Context<'_>) -> Cols {
     let la = ctx.look_ahead();
     let nodes = [la.field("nodes"), la.field("edges").field("node")];
     let mut cols = Cols::NONE;
-    for (i, (col, _)) in R::OPTIONAL.iter().enumerate() {
+    for (i, col) in R::OPTIONAL.iter().enumerate() {
         let mut readers = T::NEEDS.iter().filter(|(_, c)| c == col).peekable();
         let unknown = readers.peek().is_none();
         if unknown || readers.any(|(f, _)| nodes.iter().any(|n| n.field(f).exists())) {
@@ -223,8 +223,8 @@ pub async fn children<P: Parent, T: OutputType + SlimNode>(
         window,
         cols: wanted::<P::Row, T>(ctx),
     };
-    let mut rows = req(ctx)?.loader.load_one(key).await?.unwrap_or_default();
-    in_order(&mut rows);
+    let rows = req(ctx)?.loader.load_one(key).await?.unwrap_or_default();
+    in_order(&rows);
     Ok(Connection::from_rows(
         rows,
         wrap,
@@ -233,12 +233,11 @@ pub async fn children<P: Parent, T: OutputType + SlimNode>(
     ))
 }
 
-/// Rows of one parent in list order. A LATERAL list already returns them so; the check keeps
-/// the sort off the hot path.
-fn in_order<R: Keyed>(rows: &mut [Arc<R>]) {
-    if !rows.is_sorted_by_key(|r| r.cursor()) {
-        rows.sort_by_key(|r| r.cursor());
-    }
+/// The child-list loader answers each parent's rows in list order (`store::batch`: the LATERAL
+/// statement's `ORDER BY`, kept run by run); tests check it, release builds trust it (the
+/// check's cursor comparisons were 2.5% of the gateway's CPU under the Q1 load).
+fn in_order<R: Keyed>(rows: &[Arc<R>]) {
+    debug_assert!(rows.is_sorted_by_key(|r| r.cursor()), "child rows out of order");
 }
 
 /// An argument of the current field, read as the generated resolver reads it.
@@ -322,13 +321,13 @@ where
     // parent is listed twice (a LATERAL list cannot do that, but nothing here relies on it).
     let repeats = rows.len() < keys.len();
     let each = ctxs.iter().zip(&keys).map(|(ctx, key)| {
-        let mut list = if repeats {
+        let list = if repeats {
             rows.get(key).cloned()
         } else {
             rows.remove(key)
         }
         .unwrap_or_default();
-        in_order(&mut list);
+        in_order(&list);
         let conn = Connection::from_rows(
             list,
             &wrap,

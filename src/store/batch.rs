@@ -285,6 +285,7 @@ fn count_sql<P: Parent>(parent: P, ids: Vec<Uuid>, filter: &P::Filter) -> Sql {
     q
 }
 
+/// Each parent's rows come in list order, `(created_at, id)`: the API relies on it.
 impl<P: Parent> Fetch<ListKey<P>> for Reader {
     type Value = Vec<Arc<P::Row>>;
 

@@ -31,6 +31,17 @@ macro_rules! db_enum {
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        /// The first value: what a row holds in place of a column its list left out
+        /// (`store::row::Slim`), never shown to anyone.
+        impl Default for $name {
+            fn default() -> Self {
+                $name::ALL[0]
+            }
+        }
+
+        impl $name {
 
             /// The value stored in PostgreSQL.
             pub fn as_db(self) -> &'static str {

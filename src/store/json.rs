@@ -28,6 +28,13 @@ impl JsonText {
     }
 }
 
+/// JSON `null`: what a row holds in place of a column its list left out (`store::row::Slim`).
+impl Default for JsonText {
+    fn default() -> Self {
+        JsonText(Cow::Borrowed("null"))
+    }
+}
+
 impl From<serde_json::Value> for JsonText {
     fn from(v: serde_json::Value) -> Self {
         JsonText(Cow::Owned(v.to_string()))

@@ -27,13 +27,18 @@ impl<'r, 'a, R: NamedRow<'a, Pg>> Columns<'r, R> {
     }
 
     /// The next field, which must be named `name`; found by name if it is not where expected.
-    pub fn read<ST, T: FromSql<ST, Pg>>(&mut self, name: &str) -> deserialize::Result<T> {
+    /// A NULL where `T` is not nullable is a column the list left out (see [`Slim`]): it reads
+    /// as `T`'s default, which no resolver reads.
+    pub fn read<ST, T: FromSql<ST, Pg> + Default>(&mut self, name: &str) -> deserialize::Result<T> {
         if let Some(at) = self.next {
             self.next = Some(at + 1);
             if let Some(field) = Row::get(self.row, at)
                 && field.field_name() == Some(name)
             {
-                return T::from_nullable_sql(field.value());
+                return match field.value() {
+                    None => Ok(T::default()),
+                    value => T::from_nullable_sql(value),
+                };
             }
         }
         NamedRow::get::<ST, T>(self.row, name)
@@ -72,12 +77,13 @@ pub trait Positional {
 }
 
 /// A row whose lists may leave out columns no field asks for. A column left out is selected as
-/// a placeholder of its type under its own name, so the row decodes by position either way, and
-/// PostgreSQL neither reads (detoasts) nor sends the value.
+/// `NULL` under its own name, so the row decodes by position either way (as the field type's
+/// default, see [`Columns::read`]); PostgreSQL neither reads (detoasts) nor converts nor sends
+/// the value, and the gateway decodes nothing. Only the key and cursor columns (`id`,
+/// `created_at`) are always read.
 pub trait Slim: Positional {
-    /// Each column that may be left out, with its placeholder. Bit `i` of a [`Cols`] set is
-    /// `OPTIONAL[i]`.
-    const OPTIONAL: &'static [(&'static str, &'static str)];
+    /// Each column that may be left out. Bit `i` of a [`Cols`] set is `OPTIONAL[i]`.
+    const OPTIONAL: &'static [&'static str];
 }
 
 /// Which of a row's optional columns a list fetches.
@@ -103,10 +109,9 @@ impl Cols {
             if n > 0 {
                 out.push_str(", ");
             }
-            match R::OPTIONAL.iter().position(|(c, _)| c == col) {
+            match R::OPTIONAL.iter().position(|c| c == col) {
                 Some(i) if !self.has(i) => {
-                    out.push_str(R::OPTIONAL[i].1);
-                    out.push_str(" AS ");
+                    out.push_str("NULL AS ");
                     out.push_str(col);
                 }
                 _ => out.push_str(col),

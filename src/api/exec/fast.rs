@@ -254,6 +254,16 @@ pub async fn resolve_list<T: FastObject>(
         .map(|f| order::Plan::new(&ctx.query_env.fragments, &[&f.node.selection_set.node]))
         .collect();
 
+    // Each response key as JSON (`"key":`), escaped once per list rather than once per item.
+    let keys: Vec<Vec<u8>> = plan
+        .iter()
+        .map(|(key, _)| {
+            let mut k = Vec::with_capacity(key.len() + 3);
+            json::write_str(key, &mut k);
+            k.push(b':');
+            k
+        })
+        .collect();
     // Nested lists are fragments of known size; plain fields are estimated, and the estimate is
     // corrected after the first item, so the buffer grows at most once or twice.
     let mut out = Vec::with_capacity(2 + nested + items.len() * (2 + plan.len() * 32));
@@ -268,7 +278,7 @@ pub async fn resolve_list<T: FastObject>(
         let mut written = 0usize;
         let mut order = orders.iter();
         let mut column = columns.iter_mut();
-        for (key, slot) in &plan {
+        for (k, (_, slot)) in plan.iter().enumerate() {
             let mut value = None;
             match slot {
                 Slot::Resolved(_) => {
@@ -294,8 +304,7 @@ pub async fn resolve_list<T: FastObject>(
                 out.push(b',');
             }
             written += 1;
-            json::write_str(key, &mut out);
-            out.push(b':');
+            out.extend_from_slice(&keys[k]);
             match (slot, value) {
                 (_, Some(v)) => {
                     if i == 0 {

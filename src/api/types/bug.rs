@@ -22,7 +22,16 @@ pub struct Bug(pub Arc<BugRow>);
 
 impl crate::api::connection::SlimNode for Bug {
     const NEEDS: &'static [(&'static str, &'static str)] = &[
+        ("session", "session_id"),
+        ("page", "page_id"),
+        ("title", "title"),
         ("description", "description"),
+        ("category", "category"),
+        ("priority", "priority"),
+        ("status", "status"),
+        ("confidence", "confidence"),
+        ("linearIssueId", "linear_issue_id"),
+        ("updatedAt", "updated_at"),
         ("stepsToReproduce", "steps_to_reproduce"),
         ("evidence", "evidence"),
         ("expectedBehavior", "expected_behavior"),

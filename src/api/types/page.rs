@@ -28,7 +28,17 @@ use crate::store::pages::url::normalize_url;
 pub struct Page(pub Arc<PageRow>);
 
 impl crate::api::connection::SlimNode for Page {
-    const NEEDS: &'static [(&'static str, &'static str)] = &[("analysisResult", "analysis_result")];
+    const NEEDS: &'static [(&'static str, &'static str)] = &[
+        ("session", "session_id"),
+        ("url", "url"),
+        ("title", "title"),
+        ("status", "status"),
+        ("depth", "depth"),
+        ("parent", "parent_page_id"),
+        ("analysisResult", "analysis_result"),
+        ("crawledAt", "crawled_at"),
+        ("updatedAt", "updated_at"),
+    ];
 }
 
 impl From<PageRow> for Page {

@@ -83,16 +83,26 @@ by_position!(
     ]
 );
 
-/// Long text and JSON that most list queries never select.
+/// Every column but the key and the cursor: a list reads only what its fields need
+/// (`api::types::bug` says which field reads which).
 impl crate::store::row::Slim for BugRow {
-    const OPTIONAL: &'static [(&'static str, &'static str)] = &[
-        ("description", "''::text"),
-        ("steps_to_reproduce", "'[]'::jsonb"),
-        ("evidence", "'[]'::jsonb"),
-        ("expected_behavior", "NULL::text"),
-        ("actual_behavior", "NULL::text"),
-        ("affected_users", "NULL::text"),
-        ("dismiss_reason", "NULL::text"),
+    const OPTIONAL: &'static [&'static str] = &[
+        "session_id",
+        "page_id",
+        "title",
+        "description",
+        "category",
+        "priority",
+        "status",
+        "steps_to_reproduce",
+        "evidence",
+        "confidence",
+        "expected_behavior",
+        "actual_behavior",
+        "affected_users",
+        "linear_issue_id",
+        "dismiss_reason",
+        "updated_at",
     ];
 }
 

@@ -54,7 +54,17 @@ by_position!(
 
 /// The analysis JSON, which most list queries never select.
 impl crate::store::row::Slim for PageRow {
-    const OPTIONAL: &'static [(&'static str, &'static str)] = &[("analysis_result", "NULL::jsonb")];
+    const OPTIONAL: &'static [&'static str] = &[
+        "session_id",
+        "url",
+        "title",
+        "status",
+        "depth",
+        "parent_page_id",
+        "analysis_result",
+        "crawled_at",
+        "updated_at",
+    ];
 }
 
 impl Keyed for PageRow {
