@@ -690,7 +690,11 @@ async fn every_list_field_reads_what_it_needs_when_selected_alone() {
                 ty = &ty["ofType"];
             }
             let sel = match ty["kind"].as_str() {
-                Some("OBJECT") if ty["name"].as_str().is_some_and(|n| n.ends_with("Connection")) => {
+                Some("OBJECT")
+                    if ty["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("Connection")) =>
+                {
                     format!("{name} {{ totalCount }}")
                 }
                 Some("OBJECT") => format!("{name} {{ id }}"),
@@ -729,13 +733,23 @@ async fn every_list_field_reads_what_it_needs_when_selected_alone() {
             .iter()
             .enumerate()
         {
-            for (p, page) in session["pages"]["nodes"].as_array().expect("pages").iter().enumerate() {
+            for (p, page) in session["pages"]["nodes"]
+                .as_array()
+                .expect("pages")
+                .iter()
+                .enumerate()
+            {
                 let full_page = &all_pages[s]["pages"]["nodes"][p];
                 assert_eq!(page["id"], full_page["id"]);
                 if !pf.is_empty() {
                     assert_eq!(page[&pf], full_page[&pf], "Page.{pf} alone");
                 }
-                for (b, bug) in page["bugs"]["nodes"].as_array().expect("bugs").iter().enumerate() {
+                for (b, bug) in page["bugs"]["nodes"]
+                    .as_array()
+                    .expect("bugs")
+                    .iter()
+                    .enumerate()
+                {
                     let full_bug = &full_page["bugs"]["nodes"][b];
                     assert_eq!(bug["id"], full_bug["id"]);
                     if !bf.is_empty() {

@@ -17,9 +17,11 @@
 
 use std::future::Future;
 
-use async_graphql::parser::types::{Field, Selection};
+use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::resolver_utils::{ContainerType, EnumType, resolve_container};
-use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value};
+use async_graphql::{
+    Context, ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value,
+};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -84,14 +86,23 @@ impl<'a> Leaf<'a> {
     }
 }
 
+/// How a plain column is read from an object.
+pub type LeafFn<T> = for<'r> fn(&'r T) -> Leaf<'r>;
+
+/// The position of a plain column in `T::LEAVES`.
+fn leaf_index<T: FastObject>(name: &str) -> Option<usize> {
+    T::LEAVES.iter().position(|(n, _)| *n == name)
+}
+
 /// An object type with a fast path: a row newtype whose plain columns are [`Leaf`]s and whose
 /// other fields are resolved by `Fields`, the `#[Object]` over the same row.
-pub trait FastObject: OutputType + Sized {
+pub trait FastObject: OutputType + Sized + 'static {
     type Fields: ContainerType + Send + Sync;
     const NAME: &'static str;
     fn fields(&self) -> Self::Fields;
-    /// The value of a plain column by its GraphQL name, or `None` for any other field.
-    fn leaf(&self, name: &str) -> Option<Leaf<'_>>;
+    /// The plain columns: each field's GraphQL name and how to read it. A selection is
+    /// planned once per list (names to positions here); items are then read by position.
+    const LEAVES: &'static [(&'static str, LeafFn<Self>)];
     /// The values of `field` for every item of a list at once, one per item (with `ctxs`, the
     /// items' contexts), when the type can load it for the whole list together (a child
     /// connection: one loader call for the list instead of one per item). `None`: the field is
@@ -109,16 +120,16 @@ pub trait FastObject: OutputType + Sized {
 /// What a selection's field is, decided once per object or list.
 enum Slot<'a> {
     Typename,
-    Leaf(&'a str),
+    /// A position in `FastObject::LEAVES`.
+    Leaf(usize),
     Resolved(&'a Positioned<Field>),
 }
 
 /// The selection as response keys and slots, or `None` when it needs the generic path.
 fn plain_selection<'a, T: FastObject>(
-    ctx: &ContextSelectionSet<'a>,
-    sample: &T,
+    set: &'a Positioned<SelectionSet>,
 ) -> Option<Vec<(&'a Name, Slot<'a>)>> {
-    let items = &ctx.item.node.items;
+    let items = &set.node.items;
     let mut out: Vec<(&Name, Slot)> = Vec::with_capacity(items.len());
     for sel in items {
         let Selection::Field(field) = &sel.node else {
@@ -134,12 +145,16 @@ fn plain_selection<'a, T: FastObject>(
             return None;
         }
         let name = field.node.name.node.as_str();
-        let slot = if name == "__typename" {
-            Slot::Typename
-        } else if field.node.arguments.is_empty() && sample.leaf(name).is_some() {
-            Slot::Leaf(name)
-        } else {
-            Slot::Resolved(field)
+        let leaf = field
+            .node
+            .arguments
+            .is_empty()
+            .then(|| leaf_index::<T>(name))
+            .flatten();
+        let slot = match leaf {
+            _ if name == "__typename" => Slot::Typename,
+            Some(i) => Slot::Leaf(i),
+            None => Slot::Resolved(field),
         };
         out.push((key, slot));
     }
@@ -152,7 +167,7 @@ pub async fn resolve_object<T: FastObject>(
     obj: &T,
 ) -> ServerResult<Value> {
     let fields = obj.fields();
-    let Some(plan) = plain_selection(ctx, obj) else {
+    let Some(plan) = plain_selection::<T>(ctx.item) else {
         return resolve_container(ctx, &fields).await;
     };
     let mut out = async_graphql::indexmap::IndexMap::with_capacity(plan.len());
@@ -160,7 +175,7 @@ pub async fn resolve_object<T: FastObject>(
     for (key, slot) in &plan {
         let value = match slot {
             Slot::Typename => Value::String(T::NAME.to_owned()),
-            Slot::Leaf(name) => obj.leaf(name).map_or(Value::Null, Leaf::into_value),
+            Slot::Leaf(i) => (T::LEAVES[*i].1)(obj).into_value(),
             Slot::Resolved(field) => {
                 pending.push(resolve_one(ctx, &fields, field, (*key).clone()));
                 // Keep the key's position; the value arrives below.
@@ -199,7 +214,7 @@ pub async fn resolve_list<T: FastObject>(
     let plan = match items.first() {
         _ if !raw => None,
         None => return Ok(Value::Binary(bytes::Bytes::from_static(b"[]"))),
-        Some(first) => plain_selection(ctx, *first),
+        Some(_) => plain_selection::<T>(ctx.item),
     };
     let Some(plan) = plan else {
         let len = items.len();
@@ -313,7 +328,7 @@ pub async fn resolve_list<T: FastObject>(
                     json::write_value(&v, &mut out)
                 }
                 (Slot::Typename, _) => json::write_str(T::NAME, &mut out),
-                (Slot::Leaf(name), _) => item.leaf(name).unwrap_or(Leaf::Null).write(&mut out),
+                (Slot::Leaf(i), _) => (T::LEAVES[*i].1)(item).write(&mut out),
                 (Slot::Resolved(_), None) => out.extend_from_slice(b"null"),
             }
         }
@@ -331,6 +346,68 @@ pub async fn resolve_list<T: FastObject>(
     }
     out.push(b']');
     Ok(Value::Binary(out.into()))
+}
+
+/// A list selection of plain columns only (no relation, argument, fragment or directive),
+/// planned once and written for many lists: the lists of one batched child field
+/// ([`FastObject::batch`]) are written one after another, with no future, connection object
+/// or intermediate buffer per list.
+pub struct PlainList {
+    /// Per selected field: its `"key":` and the position of its column in
+    /// `FastObject::LEAVES` (`None` for `__typename`).
+    fields: Vec<(Vec<u8>, Option<usize>)>,
+}
+
+impl PlainList {
+    /// The plan of `set` for lists of `T`, or `None` when the selection needs resolvers or the
+    /// request's response is not written by `exec::json` (so values must be `Value` trees).
+    pub fn new<T: FastObject>(ctx: &Context<'_>, set: &Positioned<SelectionSet>) -> Option<Self> {
+        if !ctx.data_opt::<RequestCtx>().is_some_and(|r| r.raw_json) {
+            return None;
+        }
+        let fields = plain_selection::<T>(set)?
+            .into_iter()
+            .map(|(key, slot)| {
+                let mut k = Vec::with_capacity(key.len() + 3);
+                json::write_str(key, &mut k);
+                k.push(b':');
+                match slot {
+                    Slot::Typename => Some((k, None)),
+                    Slot::Leaf(i) => Some((k, Some(i))),
+                    Slot::Resolved(_) => None,
+                }
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(PlainList { fields })
+    }
+
+    /// Bytes a list of `n` items takes, about.
+    pub fn estimate(&self, n: usize) -> usize {
+        2 + n * (2 + self.fields.len() * 32)
+    }
+
+    /// Writes `items` as a JSON array.
+    pub fn write<T: FastObject>(&self, items: &[T], out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (n, item) in items.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            for (f, (key, leaf)) in self.fields.iter().enumerate() {
+                if f > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(key);
+                match leaf {
+                    Some(i) => (T::LEAVES[*i].1)(item).write(out),
+                    None => json::write_str(T::NAME, out),
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
 }
 
 // Written out as `impl Future` on purpose: with `async fn` the compiler cannot prove the
@@ -357,16 +434,22 @@ fn resolve_one<'a, T: ContainerType + Sync>(
 
 /// Implements [`FastObject`], `OutputType` and `ListItem` for `$ty` (a newtype over an `Arc` of
 /// a row): `$fields`, the `#[Object]` over the same row, supplies the type information and the
-/// resolvers of relations; `$leaf` maps a field name to a plain column ([`Leaf`]); the optional
-/// `batch:` function is its [`FastObject::batch`].
+/// resolvers of relations; the `"field" => value` arms read plain columns of `$row` ([`Leaf`]);
+/// the optional `batch:` function is its [`FastObject::batch`].
 macro_rules! fast_output_type {
     (
         $ty:ident, $fields:ident, $name:literal, $(batch: $batch:path,)?
-        |$row:ident, $field:ident| $leaf:expr
+        |$row:ident| { $($leaf:literal => $value:expr),+ $(,)? }
     ) => {
         impl $crate::api::exec::fast::FastObject for $ty {
             type Fields = $fields;
             const NAME: &'static str = $name;
+            const LEAVES: &'static [(&'static str, $crate::api::exec::fast::LeafFn<Self>)] = &[
+                $(($leaf, |this| {
+                    let $row = &*this.0;
+                    $value
+                })),+
+            ];
 
             $(
                 fn batch<'a>(
@@ -385,11 +468,6 @@ macro_rules! fast_output_type {
 
             fn fields(&self) -> $fields {
                 $fields(self.0.clone())
-            }
-
-            fn leaf(&self, $field: &str) -> Option<$crate::api::exec::fast::Leaf<'_>> {
-                let $row = &*self.0;
-                $leaf
             }
         }
 

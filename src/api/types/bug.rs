@@ -51,24 +51,21 @@ impl From<BugRow> for Bug {
 /// them (see `api::exec::fast`).
 pub struct BugFields(Arc<BugRow>);
 
-fast::fast_output_type!(Bug, BugFields, "Bug", |row, name| {
-    Some(match name {
-        "id" => Leaf::Uuid(row.id),
-        "title" => Leaf::Str(&row.title),
-        "description" => Leaf::Str(&row.description),
-        "category" => Leaf::enumeration(row.category),
-        "priority" => Leaf::enumeration(row.priority),
-        "status" => Leaf::enumeration(row.status),
-        "confidence" => Leaf::Float(row.confidence),
-        "expectedBehavior" => Leaf::opt_str(&row.expected_behavior),
-        "actualBehavior" => Leaf::opt_str(&row.actual_behavior),
-        "affectedUsers" => Leaf::opt_str(&row.affected_users),
-        "linearIssueId" => Leaf::opt_str(&row.linear_issue_id),
-        "dismissReason" => Leaf::opt_str(&row.dismiss_reason),
-        "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
-        "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
-        _ => return None,
-    })
+fast::fast_output_type!(Bug, BugFields, "Bug", |row| {
+    "id" => Leaf::Uuid(row.id),
+    "title" => Leaf::Str(&row.title),
+    "description" => Leaf::Str(&row.description),
+    "category" => Leaf::enumeration(row.category),
+    "priority" => Leaf::enumeration(row.priority),
+    "status" => Leaf::enumeration(row.status),
+    "confidence" => Leaf::Float(row.confidence),
+    "expectedBehavior" => Leaf::opt_str(&row.expected_behavior),
+    "actualBehavior" => Leaf::opt_str(&row.actual_behavior),
+    "affectedUsers" => Leaf::opt_str(&row.affected_users),
+    "linearIssueId" => Leaf::opt_str(&row.linear_issue_id),
+    "dismissReason" => Leaf::opt_str(&row.dismiss_reason),
+    "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
+    "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
 });
 
 /// A defect an agent found, with its evidence and where it stands in triage.

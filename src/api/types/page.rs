@@ -94,22 +94,19 @@ fn batch<'a>(
     }
 }
 
-fast::fast_output_type!(Page, PageFields, "Page", batch: batch, |row, name| {
-    Some(match name {
-        "id" => Leaf::Uuid(row.id),
-        "url" => Leaf::Str(&row.url),
-        "title" => Leaf::opt_str(&row.title),
-        "status" => Leaf::enumeration(row.status),
-        "depth" => Leaf::Other(ScalarType::to_value(&row.depth)),
-        "crawledAt" => Leaf::Other(
-            row.crawled_at
-                .as_ref()
-                .map_or(Value::Null, ScalarType::to_value),
-        ),
-        "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
-        "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
-        _ => return None,
-    })
+fast::fast_output_type!(Page, PageFields, "Page", batch: batch, |row| {
+    "id" => Leaf::Uuid(row.id),
+    "url" => Leaf::Str(&row.url),
+    "title" => Leaf::opt_str(&row.title),
+    "status" => Leaf::enumeration(row.status),
+    "depth" => Leaf::Other(ScalarType::to_value(&row.depth)),
+    "crawledAt" => Leaf::Other(
+        row.crawled_at
+            .as_ref()
+            .map_or(Value::Null, ScalarType::to_value),
+    ),
+    "createdAt" => Leaf::Other(ScalarType::to_value(&row.created_at)),
+    "updatedAt" => Leaf::Other(ScalarType::to_value(&row.updated_at)),
 });
 
 /// One URL of a crawl, with its analysis and the bugs found on it.
