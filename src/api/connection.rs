@@ -118,20 +118,23 @@ impl<T: OutputType> Connection<T> {
     /// Builds a connection from up to `window.limit()` rows in list order, each wrapped as its
     /// GraphQL type.
     pub fn from_rows<R: Keyed>(
-        mut rows: Vec<R>,
+        rows: impl IntoIterator<Item = R>,
         wrap: impl Fn(R) -> T,
         window: &Window,
         count: Box<dyn CountSource>,
     ) -> Self {
-        let has_next = rows.len() as i64 > window.first;
-        rows.truncate(window.first as usize);
-        let edges = rows
-            .into_iter()
+        let first = usize::try_from(window.first).unwrap_or(0);
+        let mut rows = rows.into_iter();
+        let edges: Vec<Edge<T>> = rows
+            .by_ref()
+            .take(first)
             .map(|row| Edge {
                 position: row.cursor(),
                 node: wrap(row),
             })
             .collect();
+        // Lists fetch one row past the window to know whether there is a next page.
+        let has_next = rows.next().is_some();
         Connection {
             edges,
             has_next,
@@ -225,10 +228,11 @@ pub async fn children<P: Parent, T: OutputType + SlimNode>(
         window,
         cols: wanted::<P::Row, T>(ctx),
     };
-    let rows = req(ctx)?.loader.load_one(key).await?.unwrap_or_default();
-    in_order(&rows);
+    let rows = req(ctx)?.loader.load_one(key).await?;
+    let rows = rows.as_deref().unwrap_or_default();
+    in_order(rows);
     Ok(Connection::from_rows(
-        rows,
+        rows.iter().cloned(),
         wrap,
         &window,
         Box::new(ChildCount(CountKey { parent, filter })),
@@ -301,7 +305,7 @@ where
             .map_err(AppError::from)?;
         async_graphql::Result::Ok((keys, rows, window))
     };
-    let (keys, mut rows, window) = match loaded.await {
+    let (keys, rows, window) = match loaded.await {
         Ok(loaded) => loaded,
         Err(e) => {
             let e = async_graphql::Error::into_server_error(e, field.pos);
@@ -328,18 +332,12 @@ where
         let mut key = Vec::new();
         json::write_str(&nodes.node.response_key().node, &mut key);
         let first = usize::try_from(window.first).unwrap_or(0);
-        let repeats = rows.len() < keys.len();
         return keys
             .iter()
             .map(|k| {
-                let list = if repeats {
-                    rows.get(k).cloned()
-                } else {
-                    rows.remove(k)
-                }
-                .unwrap_or_default();
-                in_order(&list);
-                let items: Vec<T> = list.into_iter().take(first).map(&wrap).collect();
+                let list = rows.get(k).map(|l| &**l).unwrap_or_default();
+                in_order(list);
+                let items: Vec<T> = list.iter().take(first).cloned().map(&wrap).collect();
                 let mut out = Vec::with_capacity(key.len() + 3 + plan.estimate(items.len()));
                 out.push(b'{');
                 out.extend_from_slice(&key);
@@ -350,19 +348,11 @@ where
             })
             .collect();
     }
-    // The loader answers each distinct key once. Lists are moved out of its answer unless a
-    // parent is listed twice (a LATERAL list cannot do that, but nothing here relies on it).
-    let repeats = rows.len() < keys.len();
     let each = ctxs.iter().zip(&keys).map(|(ctx, key)| {
-        let list = if repeats {
-            rows.get(key).cloned()
-        } else {
-            rows.remove(key)
-        }
-        .unwrap_or_default();
-        in_order(&list);
+        let list = rows.get(key).map(|l| &**l).unwrap_or_default();
+        in_order(list);
         let conn = Connection::from_rows(
-            list,
+            list.iter().cloned(),
             &wrap,
             &window,
             Box::new(ChildCount(CountKey {

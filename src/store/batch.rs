@@ -285,13 +285,16 @@ fn count_sql<P: Parent>(parent: P, ids: Vec<Uuid>, filter: &P::Filter) -> Sql {
     q
 }
 
-/// Each parent's rows come in list order, `(created_at, id)`: the API relies on it.
+/// Each parent's rows come in list order, `(created_at, id)`: the API relies on it. A list is
+/// shared (`Arc<[…]>`): the DataLoader clones every value it hands out, and cloning a `Vec`
+/// of rows per parent was an allocation and a reference-count walk per row.
 impl<P: Parent> Fetch<ListKey<P>> for Reader {
-    type Value = Vec<Arc<P::Row>>;
+    type Value = Arc<[Arc<P::Row>]>;
 
     async fn fetch(&self, keys: &[ListKey<P>]) -> AppResult<HashMap<ListKey<P>, Self::Value>> {
+        let empty: Arc<[Arc<P::Row>]> = Arc::from(Vec::new());
         let mut out: HashMap<ListKey<P>, Self::Value> =
-            keys.iter().map(|k| (*k, Vec::new())).collect();
+            keys.iter().map(|k| (*k, empty.clone())).collect();
         let mut conn = self.db.conn().await?;
         for ((_, filter, window, cols), group) in group_by(keys, |k| {
             (
@@ -351,13 +354,13 @@ impl<P: Parent> Fetch<CountKey<P>> for Reader {
 /// than once per row (hashing was 5% of the Q1 profile). Rows arrive from a stream, so no
 /// statement-sized buffer of decoded rows is ever built.
 struct Runs<'m, K, T, F> {
-    out: &'m mut HashMap<K, Vec<Arc<T>>>,
+    out: &'m mut HashMap<K, Arc<[Arc<T>]>>,
     key: F,
     current: Option<(Uuid, Vec<Arc<T>>)>,
 }
 
 impl<'m, K: Eq + Hash, T, F: Fn(Uuid) -> K> Runs<'m, K, T, F> {
-    fn new(out: &'m mut HashMap<K, Vec<Arc<T>>>, key: F) -> Self {
+    fn new(out: &'m mut HashMap<K, Arc<[Arc<T>]>>, key: F) -> Self {
         Runs {
             out,
             key,
@@ -385,11 +388,11 @@ impl<'m, K: Eq + Hash, T, F: Fn(Uuid) -> K> Runs<'m, K, T, F> {
 
     fn flush(&mut self, parent: Uuid, run: Vec<Arc<T>>) {
         if let Some(list) = self.out.get_mut(&(self.key)(parent)) {
-            if list.is_empty() {
-                *list = run;
+            *list = if list.is_empty() {
+                Arc::from(run)
             } else {
-                list.extend(run);
-            }
+                list.iter().cloned().chain(run).collect()
+            };
         }
     }
 }

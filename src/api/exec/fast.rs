@@ -78,7 +78,12 @@ impl<'a> Leaf<'a> {
                 out.extend_from_slice(u.hyphenated().encode_lower(&mut buf).as_bytes());
                 out.push(b'"');
             }
-            Leaf::Enum(name) => json::write_str(name, out),
+            // GraphQL names (`[_A-Za-z][_0-9A-Za-z]*`) need no escaping.
+            Leaf::Enum(name) => {
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            }
             // serde_json writes a non-finite float as null, as `into_value` makes it.
             Leaf::Float(f) => json::write_serde(f, out),
             Leaf::Other(v) => json::write_value(v, out),

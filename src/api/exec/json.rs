@@ -214,6 +214,14 @@ pub fn write_str(s: &str, out: &mut Vec<u8>) {
                 continue;
             }
         }
+        // The tail, padded with spaces (which need no escape), is one more word.
+        if bytes.len() - i < 8 {
+            let mut w = [b' '; 8];
+            w[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+            if !word_needs_escape(u64::from_le_bytes(w)) {
+                break;
+            }
+        }
         // A word with something to escape, or the tail: byte by byte up to the next word.
         let stop = (i + 8).min(bytes.len());
         while i < stop {
