@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
+use async_graphql::Lookahead;
 use async_graphql::parser::types::{Field, Selection};
 use async_graphql::{
     Context, ContextSelectionSet, InputType, Object, OutputType, Positioned, ServerResult,
@@ -196,16 +197,26 @@ pub trait SlimNode {
 }
 
 /// The optional columns of `R` that the current connection field's nodes (`nodes { … }` or
-/// `edges { node { … } }`, fragments included) need. A column no field is known to read is
-/// always fetched.
+/// `edges { node { … } }`, fragments included) need.
 fn wanted<R: Slim, T: SlimNode>(ctx: &Context<'_>) -> Cols {
     let la = ctx.look_ahead();
-    let nodes = [la.field("nodes"), la.field("edges").field("node")];
+    needed::<R, T>(&[la.field("nodes"), la.field("edges").field("node")])
+}
+
+/// The optional columns of `R` that the current field's own selection of `T` needs: what a
+/// by-id load of the field's object reads.
+pub fn wanted_here<R: Slim, T: SlimNode>(ctx: &Context<'_>) -> Cols {
+    needed::<R, T>(&[ctx.look_ahead()])
+}
+
+/// The optional columns of `R` that the selections of `T` need. A column no field is known
+/// to read is always fetched.
+fn needed<R: Slim, T: SlimNode>(selections: &[Lookahead<'_>]) -> Cols {
     let mut cols = Cols::NONE;
     for (i, col) in R::OPTIONAL.iter().enumerate() {
         let mut readers = T::NEEDS.iter().filter(|(_, c)| c == col).peekable();
         let unknown = readers.peek().is_none();
-        if unknown || readers.any(|(f, _)| nodes.iter().any(|n| n.field(f).exists())) {
+        if unknown || readers.any(|(f, _)| selections.iter().any(|n| n.field(f).exists())) {
             cols = cols.with(i);
         }
     }

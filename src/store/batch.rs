@@ -49,24 +49,64 @@ pub trait Fetch<K>: Send + Sync {
 pub trait ById: Send + Sync + Sized + 'static {
     fn id(&self) -> Uuid;
 
-    /// The rows of these ids that the scope may see, in any order.
+    /// The rows of these ids that the scope may see, in any order, with at least the optional
+    /// columns `cols` (a row type without optional columns reads them all).
     fn by_ids(
         conn: &mut Conn,
         scope: &Scope,
         ids: &[Uuid],
+        cols: Cols,
     ) -> impl Future<Output = AppResult<Vec<Self>>> + Send;
 }
 
-/// The key of a row of type `R` looked up by id (`page(id)`, `Bug.session`, `Page.parent`).
-pub struct Id<R>(pub Uuid, PhantomData<fn() -> R>);
+/// Rows of a [`Slim`] type by id, with the optional columns `cols`, that the scope may see:
+/// `session` is the table's column holding the row's session id.
+pub async fn slim_by_ids<R: Slim + QueryableByName<Pg> + Send + 'static>(
+    conn: &mut Conn,
+    scope: &Scope,
+    table: &str,
+    session: &'static str,
+    ids: &[Uuid],
+    cols: Cols,
+) -> AppResult<Vec<R>> {
+    let mut q = Sql::new("SELECT ");
+    q.push(&cols.select_list::<R>())
+        .push(" FROM ")
+        .push(table)
+        .push(" WHERE id = ANY(")
+        .bind(Bind::Uuids(ids.to_vec()))
+        .push(")");
+    if let Some(v) = scope.visible(diesel::dsl::sql::<SqlUuid>(session)) {
+        q.push(" AND ").push_fragment(v);
+    }
+    Ok(q.load(conn).await?)
+}
+
+/// The key of a row of type `R` looked up by id (`page(id)`, `Bug.session`, `Page.parent`),
+/// with the optional columns the operation reads there. Keys of one level with different
+/// columns still share one statement, which reads the union of their columns.
+pub struct Id<R> {
+    pub id: Uuid,
+    pub cols: Cols,
+    row: PhantomData<fn() -> R>,
+}
 
 impl<R> Id<R> {
+    /// The whole row.
     pub fn new(id: Uuid) -> Self {
-        Id(id, PhantomData)
+        Id::with_cols(id, Cols::ALL)
+    }
+
+    pub fn with_cols(id: Uuid, cols: Cols) -> Self {
+        Id {
+            id,
+            cols,
+            row: PhantomData,
+        }
     }
 }
 
-// Derives would require `R` itself to be `Clone`, `Eq`, `Hash`: the key is only its id.
+// Derives would require `R` itself to be `Clone`, `Eq`, `Hash`.
 impl<R> Clone for Id<R> {
     fn clone(&self) -> Self {
         *self
@@ -77,21 +117,22 @@ impl<R> Copy for Id<R> {}
 
 impl<R> PartialEq for Id<R> {
     fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
+        (self.id, self.cols) == (other.id, other.cols)
     }
 }
 
 impl<R> Eq for Id<R> {}
 
+// By id alone, which agrees with `Eq` (see `ListKey`'s hash).
 impl<R> Hash for Id<R> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(self.0.as_u128());
+        state.write_u128(self.id.as_u128());
     }
 }
 
 impl<R> Debug for Id<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Id({})", self.0)
+        write!(f, "Id({}, {:?})", self.id, self.cols)
     }
 }
 
@@ -99,12 +140,19 @@ impl<R: ById> Fetch<Id<R>> for Reader {
     type Value = Arc<R>;
 
     async fn fetch(&self, keys: &[Id<R>]) -> AppResult<HashMap<Id<R>, Arc<R>>> {
-        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let cols = keys.iter().fold(Cols::NONE, |all, k| all.union(k.cols));
+        let mut ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let mut conn = self.db.conn().await?;
-        let rows = R::by_ids(&mut conn, &self.scope, &ids).await?;
-        Ok(rows
+        let rows: HashMap<Uuid, Arc<R>> = R::by_ids(&mut conn, &self.scope, &ids, cols)
+            .await?
             .into_iter()
-            .map(|r| (Id::new(r.id()), Arc::new(r)))
+            .map(|r| (r.id(), Arc::new(r)))
+            .collect();
+        Ok(keys
+            .iter()
+            .filter_map(|k| Some((*k, rows.get(&k.id)?.clone())))
             .collect())
     }
 }

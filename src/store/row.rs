@@ -98,6 +98,10 @@ impl Cols {
         Cols(self.0 | (1 << i))
     }
 
+    pub fn union(self, other: Cols) -> Cols {
+        Cols(self.0 | other.0)
+    }
+
     pub fn has(self, i: usize) -> bool {
         self.0 & (1 << i) != 0
     }

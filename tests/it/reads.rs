@@ -760,3 +760,131 @@ async fn every_list_field_reads_what_it_needs_when_selected_alone() {
         }
     }
 }
+
+/// By-id loads read only the columns their field selects too: each field of `CrawlSession`
+/// and `Page`, selected alone through `session(id)`, `page(id)`, `Bug.session` and
+/// `Bug.page`, answers what the whole row answers; and two selections of one level with
+/// different columns share one statement that reads both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_id_loads_read_only_what_their_field_selects() {
+    let (t, _) = crate::harness::seeded(2, 2, 2).await;
+    let addr = t.serve().await;
+    let run = |query: String| async move {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .header("x-bughive-sql", "1")
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        assert!(v.get("errors").is_none(), "{query}: {v}");
+        v
+    };
+    let fields = |ty: &'static str| async move {
+        let v = run(format!(
+            "{{ __type(name: \"{ty}\") {{ fields {{ name args {{ name }} type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
+        ))
+        .await;
+        let mut out = Vec::new();
+        for f in v["data"]["__type"]["fields"].as_array().expect("fields") {
+            let name = f["name"].as_str().expect("name").to_owned();
+            let mut ty = &f["type"];
+            while ty["name"].is_null() {
+                assert!(ty.is_object(), "type of {name} deeper than the query");
+                ty = &ty["ofType"];
+            }
+            out.push(match ty["kind"].as_str() {
+                Some("OBJECT")
+                    if ty["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("Connection")) =>
+                {
+                    format!("{name} {{ totalCount }}")
+                }
+                Some("OBJECT") if name == "statistics" => format!("{name} {{ totalBugs }}"),
+                Some("OBJECT") => format!("{name} {{ id }}"),
+                _ => name,
+            });
+        }
+        out
+    };
+    let sessions = fields("CrawlSession").await;
+    let pages = fields("Page").await;
+    let listed = run("{ sessions { nodes { id pages(first: 1) { nodes { id bugs(first: 1) { nodes { id } } } } } } }".into()).await;
+    let session = &listed["data"]["sessions"]["nodes"][0];
+    let (sid, pid) = (
+        session["id"].as_str().expect("session id"),
+        session["pages"]["nodes"][0]["id"]
+            .as_str()
+            .expect("page id"),
+    );
+    let key = |sel: &str| sel.split(' ').next().unwrap_or_default().to_owned();
+    for (root, all) in [
+        (format!("session(id: \"{sid}\")"), &sessions),
+        (format!("page(id: \"{pid}\")"), &pages),
+        (
+            format!("page(id: \"{pid}\") {{ bugs(first: 1) {{ nodes {{ session"),
+            &sessions,
+        ),
+        (
+            format!("page(id: \"{pid}\") {{ bugs(first: 1) {{ nodes {{ page"),
+            &pages,
+        ),
+    ] {
+        let close = "}".repeat(root.matches('{').count());
+        let whole = run(format!("{{ {root} {{ id {} }} {close} }}", all.join(" "))).await;
+        for sel in all.iter() {
+            let alone = run(format!("{{ {root} {{ id {sel} }} {close} }}")).await;
+            let (mut a, mut w) = (&alone["data"], &whole["data"]);
+            while let Some(next) = a.as_object().and_then(|o| o.values().next()) {
+                if a.get("id").is_some() {
+                    break;
+                }
+                let k = a
+                    .as_object()
+                    .and_then(|o| o.keys().next().cloned())
+                    .unwrap_or_default();
+                a = if next.is_array() { &next[0] } else { next };
+                w = if w[&k].is_array() { &w[&k][0] } else { &w[&k] };
+            }
+            let f = key(sel);
+            assert_eq!(a[&f], w[&f], "{root} {f} alone");
+            assert!(!a[&f].is_null() || w[&f].is_null());
+        }
+    }
+
+    // Left out, in the statement.
+    let v = run(format!("{{ session(id: \"{sid}\") {{ id baseUrl }} }}")).await;
+    let sql: Vec<&str> = v["extensions"]["sql"]
+        .as_array()
+        .expect("sql")
+        .iter()
+        .filter_map(|s| s["statement"].as_str())
+        .collect();
+    assert!(
+        sql.iter()
+            .any(|s| s.contains("NULL AS config") && !s.contains("NULL AS base_url")),
+        "{sql:?}"
+    );
+
+    // One level, two selections with different columns: one statement with both.
+    let one = run(format!(
+        "{{ page(id: \"{pid}\") {{ bugs {{ nodes {{ page {{ url }} }} }} }} }}"
+    ))
+    .await;
+    let both = run(format!(
+        "{{ page(id: \"{pid}\") {{ bugs {{ nodes {{ a: page {{ url }} b: page {{ title depth }} }} }} }} }}"
+    ))
+    .await;
+    let count = |v: &serde_json::Value| v["extensions"]["sql"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(&one), count(&both), "{both}");
+    let page = run(format!("{{ page(id: \"{pid}\") {{ url title depth }} }}")).await;
+    let page = &page["data"]["page"];
+    let bug = &both["data"]["page"]["bugs"]["nodes"][0];
+    assert_eq!(bug["a"]["url"], page["url"]);
+    assert_eq!(bug["b"]["title"], page["title"]);
+    assert_eq!(bug["b"]["depth"], page["depth"]);
+}

@@ -7,8 +7,8 @@ use uuid::Uuid;
 use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
-use crate::api::types::page::{Page, load_page};
-use crate::api::types::session::{CrawlSession, load_session};
+use crate::api::types::page::{Page, load_page_here};
+use crate::api::types::session::{CrawlSession, load_session_here};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
 use crate::store::bugs::keys::{BugFilterKey, BugParent, BugStatsKey};
@@ -75,7 +75,7 @@ impl BugFields {
         self.0.id
     }
     async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<CrawlSession> {
-        Ok(load_session(ctx, self.0.session_id)
+        Ok(load_session_here(ctx, self.0.session_id)
             .await?
             .ok_or(AppError::NotFound {
                 entity: "session",
@@ -84,7 +84,7 @@ impl BugFields {
     }
     async fn page(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Page>> {
         match self.0.page_id {
-            Some(id) => Ok(load_page(ctx, id).await?),
+            Some(id) => Ok(load_page_here(ctx, id).await?),
             None => Ok(None),
         }
     }

@@ -9,11 +9,11 @@ use async_graphql::{ContextSelectionSet, Positioned, ServerResult};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use crate::api::connection::{Connection, arg, children, children_of_list};
+use crate::api::connection::{Connection, arg, children, children_of_list, wanted_here};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
 use crate::api::types::bug::{Bug, BugFilter, bug_list, bugs_connection};
-use crate::api::types::session::{CrawlSession, load_session};
+use crate::api::types::session::{CrawlSession, load_session_here};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
 use crate::store::batch::Id;
@@ -116,7 +116,7 @@ impl PageFields {
         self.0.id
     }
     async fn session(&self, ctx: &Context<'_>) -> async_graphql::Result<CrawlSession> {
-        Ok(load_session(ctx, self.0.session_id)
+        Ok(load_session_here(ctx, self.0.session_id)
             .await?
             .ok_or(AppError::NotFound {
                 entity: "session",
@@ -138,7 +138,7 @@ impl PageFields {
     /// The page this one was discovered from; null for entry pages.
     async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Page>> {
         match self.0.parent_page_id {
-            Some(id) => Ok(load_page(ctx, id).await?),
+            Some(id) => Ok(load_page_here(ctx, id).await?),
             None => Ok(None),
         }
     }
@@ -183,10 +183,13 @@ impl PageFields {
     }
 }
 
-pub async fn load_page(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Page>> {
+/// Loads the page a field returns (`page(id)`, `Bug.page`, `Page.parent`), with only the
+/// columns the field's selection reads.
+pub async fn load_page_here(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<Page>> {
+    let cols = wanted_here::<PageRow, Page>(ctx);
     Ok(req(ctx)?
         .loader
-        .load_one(Id::<PageRow>::new(id))
+        .load_one(Id::<PageRow>::with_cols(id, cols))
         .await?
         .map(Page))
 }
@@ -208,7 +211,7 @@ pub struct PagesQuery;
 impl PagesQuery {
     /// One page by id; null when it does not exist.
     async fn page(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Page>> {
-        Ok(load_page(ctx, id).await?)
+        Ok(load_page_here(ctx, id).await?)
     }
 }
 

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::api::connection::{Connection, CountSource};
+use crate::api::connection::{Connection, CountSource, wanted_here};
 use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::scalars::Decimal;
 use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bug_list, bugs_connection};
@@ -127,13 +127,38 @@ impl CrawlSession {
     }
 }
 
-/// Loads one session by id through the request's batch loader.
+/// Loads one session by id through the request's batch loader: the whole row.
 pub async fn load_session(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<CrawlSession>> {
-    let r = req(ctx)?;
-    Ok(r.loader
-        .load_one(Id::<SessionRow>::new(id))
-        .await?
-        .map(CrawlSession))
+    load(ctx, Id::<SessionRow>::new(id)).await
+}
+
+/// Loads the session a field returns (`session(id)`, `Bug.session`), with only the columns
+/// the field's selection reads.
+pub async fn load_session_here(ctx: &Context<'_>, id: Uuid) -> AppResult<Option<CrawlSession>> {
+    let cols = wanted_here::<SessionRow, CrawlSession>(ctx);
+    load(ctx, Id::with_cols(id, cols)).await
+}
+
+async fn load(ctx: &Context<'_>, key: Id<SessionRow>) -> AppResult<Option<CrawlSession>> {
+    Ok(req(ctx)?.loader.load_one(key).await?.map(CrawlSession))
+}
+
+impl crate::api::connection::SlimNode for CrawlSession {
+    const NEEDS: &'static [(&'static str, &'static str)] = &[
+        ("baseUrl", "base_url"),
+        ("status", "status"),
+        ("config", "config"),
+        ("pagesDiscovered", "pages_discovered"),
+        ("pagesCrawled", "pages_crawled"),
+        ("bugsFound", "bugs_found"),
+        ("totalCost", "total_cost"),
+        ("errorMessage", "error_message"),
+        ("updatedAt", "updated_at"),
+        ("startedAt", "started_at"),
+        ("completedAt", "completed_at"),
+        ("owner", "owner_id"),
+        ("project", "project_id"),
+    ];
 }
 
 struct SessionCount(SessionFilter);
@@ -160,7 +185,7 @@ impl SessionsQuery {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> async_graphql::Result<Option<CrawlSession>> {
-        Ok(load_session(ctx, id).await?)
+        Ok(load_session_here(ctx, id).await?)
     }
 
     /// Sessions, newest first.

@@ -11,6 +11,8 @@ use super::model::{BUG_LIFECYCLE, BugCategory, BugPriority, BugRow, BugStats, Bu
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
+use crate::store::batch::slim_by_ids;
+use crate::store::row::Cols;
 use crate::store::schema::bugs::dsl as b;
 use crate::store::scope::{Author, Scope};
 use crate::store::sql::{Bind, Sql};
@@ -35,7 +37,7 @@ struct StatsRow {
 
 /// A bug by id, if the scope may see its session.
 pub async fn by_id(conn: &mut Conn, scope: &Scope, id: Uuid) -> AppResult<Option<BugRow>> {
-    Ok(by_ids(conn, scope, &[id]).await?.pop())
+    Ok(by_ids(conn, scope, &[id], Cols::ALL).await?.pop())
 }
 
 /// Bugs by id (an event's bug), of sessions the scope may see.
@@ -44,20 +46,23 @@ impl crate::store::batch::ById for BugRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
-        by_ids(conn, scope, ids).await
+    async fn by_ids(
+        conn: &mut Conn,
+        scope: &Scope,
+        ids: &[Uuid],
+        cols: Cols,
+    ) -> AppResult<Vec<Self>> {
+        by_ids(conn, scope, ids, cols).await
     }
 }
 
-async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<BugRow>> {
-    let mut q = b::bugs
-        .filter(b::id.eq_any(ids))
-        .select(BugRow::as_select())
-        .into_boxed();
-    if let Some(v) = scope.visible(b::session_id) {
-        q = q.filter(v);
-    }
-    Ok(q.load(conn).await?)
+async fn by_ids(
+    conn: &mut Conn,
+    scope: &Scope,
+    ids: &[Uuid],
+    cols: Cols,
+) -> AppResult<Vec<BugRow>> {
+    slim_by_ids(conn, scope, "bugs", "session_id", ids, cols).await
 }
 
 /// Totals, average confidence and the three breakdowns for many sessions in one statement.

@@ -11,6 +11,7 @@ use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry};
 use crate::store::batch::ById;
 use crate::store::lifecycle::Locked;
+use crate::store::row::Cols;
 use crate::store::schema::jobs::dsl as j;
 use crate::store::scope::{Author, Scope};
 use crate::store::sessions::model::SessionStatus;
@@ -43,7 +44,8 @@ impl ById for JobRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+    // Jobs have no optional columns.
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid], _: Cols) -> AppResult<Vec<Self>> {
         visible_by_ids(conn, scope, ids).await
     }
 }

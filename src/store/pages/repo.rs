@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use diesel::prelude::*;
-
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
@@ -11,7 +9,8 @@ use super::model::{PAGE_LIFECYCLE, PageRow, PageStatus};
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
-use crate::store::batch::ById;
+use crate::store::batch::{ById, slim_by_ids};
+use crate::store::row::Cols;
 use crate::store::schema::pages::dsl as p;
 use crate::store::scope::{Author, Scope};
 use crate::store::sql::{Bind, Sql};
@@ -22,20 +21,14 @@ impl ById for PageRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
-        by_ids(conn, scope, ids).await
+    async fn by_ids(
+        conn: &mut Conn,
+        scope: &Scope,
+        ids: &[Uuid],
+        cols: Cols,
+    ) -> AppResult<Vec<Self>> {
+        slim_by_ids(conn, scope, "pages", "session_id", ids, cols).await
     }
-}
-
-async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<PageRow>> {
-    let mut q = p::pages
-        .filter(p::id.eq_any(ids))
-        .select(PageRow::as_select())
-        .into_boxed();
-    if let Some(v) = scope.visible(p::session_id) {
-        q = q.filter(v);
-    }
-    Ok(q.load(conn).await?)
 }
 
 pub async fn insert_many(conn: &mut Conn, rows: &[PageRow]) -> AppResult<usize> {

@@ -7,6 +7,7 @@ use crate::store::enums::db_enum;
 use crate::store::json::JsonText;
 use crate::store::lifecycle::Lifecycle;
 use crate::store::page::{Cursor, Keyed};
+use crate::store::row::by_position;
 use crate::store::schema::crawl_sessions;
 
 db_enum!(SessionStatus {
@@ -17,7 +18,7 @@ db_enum!(SessionStatus {
     Cancelled => "cancelled",
 });
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, QueryableByName, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = crawl_sessions, check_for_backend(diesel::pg::Pg))]
 pub struct SessionRow {
     pub id: Uuid,
@@ -35,6 +36,49 @@ pub struct SessionRow {
     pub completed_at: Option<DateTime<Utc>>,
     pub owner_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
+}
+
+// Statements that select the columns in order decode by position: see `store::row`.
+by_position!(
+    SessionRow,
+    crawl_sessions,
+    [
+        id,
+        base_url,
+        status,
+        config,
+        pages_discovered,
+        pages_crawled,
+        bugs_found,
+        total_cost,
+        error_message,
+        created_at,
+        updated_at,
+        started_at,
+        completed_at,
+        owner_id,
+        project_id,
+    ]
+);
+
+/// Every column but the key and the cursor: a by-id load reads only what its fields need
+/// (`api::types::session` says which field reads which).
+impl crate::store::row::Slim for SessionRow {
+    const OPTIONAL: &'static [&'static str] = &[
+        "base_url",
+        "status",
+        "config",
+        "pages_discovered",
+        "pages_crawled",
+        "bugs_found",
+        "total_cost",
+        "error_message",
+        "updated_at",
+        "started_at",
+        "completed_at",
+        "owner_id",
+        "project_id",
+    ];
 }
 
 impl Keyed for SessionRow {

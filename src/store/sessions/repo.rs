@@ -10,8 +10,9 @@ use super::model::{INGESTING, SESSION_LIFECYCLE, SessionFilter, SessionRow, Sess
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
-use crate::store::batch::ById;
+use crate::store::batch::{ById, slim_by_ids};
 use crate::store::page::{Direction, Window};
+use crate::store::row::Cols;
 use crate::store::schema::crawl_sessions::dsl as s;
 use crate::store::scope::{Author, Scope};
 use crate::store::sql::{Bind, Sql};
@@ -43,8 +44,13 @@ impl ById for SessionRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
-        visible_by_ids(conn, scope, ids).await
+    async fn by_ids(
+        conn: &mut Conn,
+        scope: &Scope,
+        ids: &[Uuid],
+        cols: Cols,
+    ) -> AppResult<Vec<Self>> {
+        slim_by_ids(conn, scope, "crawl_sessions", "id", ids, cols).await
     }
 }
 

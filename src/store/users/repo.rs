@@ -9,6 +9,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::batch::ById;
 use crate::store::page::{Direction, Window};
+use crate::store::row::Cols;
 use crate::store::schema::projects::dsl as p;
 use crate::store::schema::users::dsl as u;
 use crate::store::scope::Scope;
@@ -49,7 +50,7 @@ impl ById for UserRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid], _: Cols) -> AppResult<Vec<Self>> {
         by_ids(conn, ids).await
     }
 }
@@ -60,7 +61,7 @@ impl ById for ProjectRow {
         self.id
     }
 
-    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid]) -> AppResult<Vec<Self>> {
+    async fn by_ids(conn: &mut Conn, _: &Scope, ids: &[Uuid], _: Cols) -> AppResult<Vec<Self>> {
         projects_by_ids(conn, ids).await
     }
 }
