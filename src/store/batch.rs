@@ -76,7 +76,9 @@ pub async fn slim_by_ids<R: Slim + QueryableByName<Pg> + Send + 'static>(
         .push(" WHERE id = ANY(")
         .bind(Bind::Uuids(ids.to_vec()))
         .push(")");
-    if let Some(v) = scope.visible(diesel::dsl::sql::<SqlUuid>(session)) {
+    // Qualified: inside the visibility check's subquery a bare `id` is the subquery's own.
+    let session = format!("{table}.{session}");
+    if let Some(v) = scope.visible(diesel::dsl::sql::<SqlUuid>(&session)) {
         q.push(" AND ").push_fragment(v);
     }
     Ok(q.load(conn).await?)
