@@ -661,49 +661,8 @@ async fn lists_fetch_only_the_columns_the_operation_selects() {
 async fn every_list_field_reads_what_it_needs_when_selected_alone() {
     let (t, _) = crate::harness::seeded(2, 3, 3).await;
     let addr = t.serve().await;
-    let run = |query: String| async move {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .json(&serde_json::json!({ "query": query }))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("json");
-        assert!(v.get("errors").is_none(), "{query}: {v}");
-        v
-    };
-    // Each field of a type with a selection for it: scalars alone, objects by `id` (or a
-    // connection by its `totalCount`).
-    let selections = |ty: &'static str| async move {
-        let v = run(format!(
-            "{{ __type(name: \"{ty}\") {{ fields {{ name type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
-        ))
-        .await;
-        let mut out = Vec::new();
-        for f in v["data"]["__type"]["fields"].as_array().expect("fields") {
-            let name = f["name"].as_str().expect("name").to_owned();
-            let mut ty = &f["type"];
-            while ty["name"].is_null() {
-                assert!(ty.is_object(), "type of {name} deeper than the query");
-                ty = &ty["ofType"];
-            }
-            let sel = match ty["kind"].as_str() {
-                Some("OBJECT")
-                    if ty["name"]
-                        .as_str()
-                        .is_some_and(|n| n.ends_with("Connection")) =>
-                {
-                    format!("{name} {{ totalCount }}")
-                }
-                Some("OBJECT") => format!("{name} {{ id }}"),
-                _ => name,
-            };
-            out.push(sel);
-        }
-        out
-    };
+    let run = |query: String| checked_post(addr, query);
+    let selections = |ty: &'static str| field_selections(addr, ty);
     let bugs = selections("Bug").await;
     // `Page.bugs` is the list this test reads bugs through.
     let pages: Vec<String> = selections("Page")
@@ -769,48 +728,8 @@ async fn every_list_field_reads_what_it_needs_when_selected_alone() {
 async fn by_id_loads_read_only_what_their_field_selects() {
     let (t, _) = crate::harness::seeded(2, 2, 2).await;
     let addr = t.serve().await;
-    let run = |query: String| async move {
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .header("x-bughive-sql", "1")
-            .json(&serde_json::json!({ "query": query }))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("json");
-        assert!(v.get("errors").is_none(), "{query}: {v}");
-        v
-    };
-    let fields = |ty: &'static str| async move {
-        let v = run(format!(
-            "{{ __type(name: \"{ty}\") {{ fields {{ name args {{ name }} type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
-        ))
-        .await;
-        let mut out = Vec::new();
-        for f in v["data"]["__type"]["fields"].as_array().expect("fields") {
-            let name = f["name"].as_str().expect("name").to_owned();
-            let mut ty = &f["type"];
-            while ty["name"].is_null() {
-                assert!(ty.is_object(), "type of {name} deeper than the query");
-                ty = &ty["ofType"];
-            }
-            out.push(match ty["kind"].as_str() {
-                Some("OBJECT")
-                    if ty["name"]
-                        .as_str()
-                        .is_some_and(|n| n.ends_with("Connection")) =>
-                {
-                    format!("{name} {{ totalCount }}")
-                }
-                Some("OBJECT") if name == "statistics" => format!("{name} {{ totalBugs }}"),
-                Some("OBJECT") => format!("{name} {{ id }}"),
-                _ => name,
-            });
-        }
-        out
-    };
+    let run = |query: String| checked_post(addr, query);
+    let fields = |ty: &'static str| field_selections(addr, ty);
     let sessions = fields("CrawlSession").await;
     let pages = fields("Page").await;
     let listed = run("{ sessions { nodes { id pages(first: 1) { nodes { id bugs(first: 1) { nodes { id } } } } } } }".into()).await;
@@ -887,4 +806,49 @@ async fn by_id_loads_read_only_what_their_field_selects() {
     assert_eq!(bug["a"]["url"], page["url"]);
     assert_eq!(bug["b"]["title"], page["title"]);
     assert_eq!(bug["b"]["depth"], page["depth"]);
+}
+
+/// A query's answer, with the statements it ran (`extensions.sql`); it must have no errors.
+async fn checked_post(addr: std::net::SocketAddr, query: String) -> serde_json::Value {
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .header("x-bughive-sql", "1")
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert!(v.get("errors").is_none(), "{query}: {v}");
+    v
+}
+
+/// Each field of a type (from introspection) with a selection that reads it: scalars alone,
+/// objects by `id`, connections by `totalCount`, statistics by `totalBugs`.
+async fn field_selections(addr: std::net::SocketAddr, ty: &str) -> Vec<String> {
+    let v = checked_post(
+        addr,
+        format!(
+            "{{ __type(name: \"{ty}\") {{ fields {{ name type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
+        ),
+    )
+    .await;
+    let mut out = Vec::new();
+    for f in v["data"]["__type"]["fields"].as_array().expect("fields") {
+        let name = f["name"].as_str().expect("name").to_owned();
+        let mut ty = &f["type"];
+        while ty["name"].is_null() {
+            assert!(ty.is_object(), "type of {name} deeper than the query");
+            ty = &ty["ofType"];
+        }
+        let object = ty["name"].as_str().unwrap_or_default();
+        out.push(match ty["kind"].as_str() {
+            Some("OBJECT") if object.ends_with("Connection") => format!("{name} {{ totalCount }}"),
+            Some("OBJECT") if object == "SessionStatistics" => format!("{name} {{ totalBugs }}"),
+            Some("OBJECT") => format!("{name} {{ id }}"),
+            _ => name,
+        });
+    }
+    out
 }
