@@ -59,29 +59,33 @@ pub trait ById: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = AppResult<Vec<Self>>> + Send;
 }
 
-/// Rows of a [`Slim`] type by id, with the optional columns `cols`, that the scope may see:
-/// `session` is the table's column holding the row's session id.
-pub async fn slim_by_ids<R: Slim + QueryableByName<Pg> + Send + 'static>(
-    conn: &mut Conn,
-    scope: &Scope,
-    table: &str,
-    session: &'static str,
-    ids: &[Uuid],
-    cols: Cols,
-) -> AppResult<Vec<R>> {
-    let mut q = Sql::new("SELECT ");
-    q.push(&cols.select_list::<R>())
-        .push(" FROM ")
-        .push(table)
-        .push(" WHERE id = ANY(")
-        .bind(Bind::Uuids(ids.to_vec()))
-        .push(")");
-    // Qualified: inside the visibility check's subquery a bare `id` is the subquery's own.
-    let session = format!("{table}.{session}");
-    if let Some(v) = scope.visible(diesel::dsl::sql::<SqlUuid>(&session)) {
-        q.push(" AND ").push_fragment(v);
+/// A [`Slim`] row's table, for reading rows by id with only the columns asked for.
+pub trait SlimTable: Slim + Keyed + QueryableByName<Pg> + Send + Sync + 'static {
+    const TABLE: &'static str;
+    /// The column that holds the row's session id, which visibility is checked against.
+    const SESSION: &'static str;
+}
+
+impl<R: SlimTable> ById for R {
+    fn id(&self) -> Uuid {
+        self.cursor().id
     }
-    Ok(q.load(conn).await?)
+
+    async fn by_ids(conn: &mut Conn, scope: &Scope, ids: &[Uuid], cols: Cols) -> AppResult<Vec<R>> {
+        let mut q = Sql::new("SELECT ");
+        q.push(&cols.select_list::<R>())
+            .push(" FROM ")
+            .push(R::TABLE)
+            .push(" WHERE id = ANY(")
+            .bind(Bind::Uuids(ids.to_vec()))
+            .push(")");
+        // Qualified: inside the visibility check's subquery a bare `id` is the subquery's own.
+        let session = format!("{}.{}", R::TABLE, R::SESSION);
+        if let Some(v) = scope.visible(diesel::dsl::sql::<SqlUuid>(&session)) {
+            q.push(" AND ").push_fragment(v);
+        }
+        Ok(q.load(conn).await?)
+    }
 }
 
 /// The key of a row of type `R` looked up by id (`page(id)`, `Bug.session`, `Page.parent`),

@@ -11,7 +11,7 @@ use super::model::{BUG_LIFECYCLE, BugCategory, BugPriority, BugRow, BugStats, Bu
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
-use crate::store::batch::slim_by_ids;
+use crate::store::batch::{ById, SlimTable};
 use crate::store::row::Cols;
 use crate::store::schema::bugs::dsl as b;
 use crate::store::scope::{Author, Scope};
@@ -37,32 +37,13 @@ struct StatsRow {
 
 /// A bug by id, if the scope may see its session.
 pub async fn by_id(conn: &mut Conn, scope: &Scope, id: Uuid) -> AppResult<Option<BugRow>> {
-    Ok(by_ids(conn, scope, &[id], Cols::ALL).await?.pop())
+    Ok(BugRow::by_ids(conn, scope, &[id], Cols::ALL).await?.pop())
 }
 
 /// Bugs by id (an event's bug), of sessions the scope may see.
-impl crate::store::batch::ById for BugRow {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    async fn by_ids(
-        conn: &mut Conn,
-        scope: &Scope,
-        ids: &[Uuid],
-        cols: Cols,
-    ) -> AppResult<Vec<Self>> {
-        by_ids(conn, scope, ids, cols).await
-    }
-}
-
-async fn by_ids(
-    conn: &mut Conn,
-    scope: &Scope,
-    ids: &[Uuid],
-    cols: Cols,
-) -> AppResult<Vec<BugRow>> {
-    slim_by_ids(conn, scope, "bugs", "session_id", ids, cols).await
+impl SlimTable for BugRow {
+    const TABLE: &'static str = "bugs";
+    const SESSION: &'static str = "session_id";
 }
 
 /// Totals, average confidence and the three breakdowns for many sessions in one statement.

@@ -9,26 +9,15 @@ use super::model::{PAGE_LIFECYCLE, PageRow, PageStatus};
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
-use crate::store::batch::{ById, slim_by_ids};
-use crate::store::row::Cols;
+use crate::store::batch::SlimTable;
 use crate::store::schema::pages::dsl as p;
-use crate::store::scope::{Author, Scope};
+use crate::store::scope::Author;
 use crate::store::sql::{Bind, Sql};
 
 /// Pages by id, of sessions the scope may see.
-impl ById for PageRow {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    async fn by_ids(
-        conn: &mut Conn,
-        scope: &Scope,
-        ids: &[Uuid],
-        cols: Cols,
-    ) -> AppResult<Vec<Self>> {
-        slim_by_ids(conn, scope, "pages", "session_id", ids, cols).await
-    }
+impl SlimTable for PageRow {
+    const TABLE: &'static str = "pages";
+    const SESSION: &'static str = "session_id";
 }
 
 pub async fn insert_many(conn: &mut Conn, rows: &[PageRow]) -> AppResult<usize> {

@@ -10,9 +10,8 @@ use super::model::{INGESTING, SESSION_LIFECYCLE, SessionFilter, SessionRow, Sess
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
-use crate::store::batch::{ById, slim_by_ids};
+use crate::store::batch::SlimTable;
 use crate::store::page::{Direction, Window};
-use crate::store::row::Cols;
 use crate::store::schema::crawl_sessions::dsl as s;
 use crate::store::scope::{Author, Scope};
 use crate::store::sql::{Bind, Sql};
@@ -39,19 +38,10 @@ pub async fn visible_by_ids(
     Ok(q.load(conn).await?)
 }
 
-impl ById for SessionRow {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    async fn by_ids(
-        conn: &mut Conn,
-        scope: &Scope,
-        ids: &[Uuid],
-        cols: Cols,
-    ) -> AppResult<Vec<Self>> {
-        slim_by_ids(conn, scope, "crawl_sessions", "id", ids, cols).await
-    }
+/// Sessions by id that the scope may see.
+impl SlimTable for SessionRow {
+    const TABLE: &'static str = "crawl_sessions";
+    const SESSION: &'static str = "id";
 }
 
 /// The sessions the scope may see that match the filter: the base of the list and its count, as
