@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::AppError;
 use crate::store::Db;
+use crate::store::agents::model::{AgentRow, ExecutionRow, ExecutionStatus};
 use crate::store::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
 use crate::store::json::JsonText;
 use crate::store::pages::model::{PageRow, PageStatus};
@@ -170,10 +171,122 @@ pub fn generate(plan: SeedPlan) -> (Vec<SessionRow>, Vec<PageRow>, Vec<BugRow>) 
     (sessions, pages, bugs)
 }
 
+/// The agents of every plan, and each started session's executions: two per session, whose
+/// costs add up to the session's `total_cost` (as `finishExecution` keeps them).
+pub fn generate_agents(
+    sessions: &[SessionRow],
+    pages: &[PageRow],
+) -> (Vec<AgentRow>, Vec<ExecutionRow>) {
+    let specs = [
+        (
+            "crawler-gpt",
+            "crawler",
+            "openai",
+            "gpt-4o",
+            &["crawl", "forms"][..],
+        ),
+        (
+            "visual-checker",
+            "validator",
+            "anthropic",
+            "claude-sonnet",
+            &["vision", "layout"][..],
+        ),
+        (
+            "a11y-auditor",
+            "auditor",
+            "local",
+            "axe-llm-7b",
+            &["accessibility"][..],
+        ),
+    ];
+    let agents: Vec<AgentRow> = specs
+        .iter()
+        .enumerate()
+        .map(|(n, (name, kind, provider, model, caps))| AgentRow {
+            id: id("agent", &[n]),
+            name: (*name).into(),
+            agent_type: (*kind).into(),
+            model_provider: Some((*provider).into()),
+            model_name: Some((*model).into()),
+            capabilities: JsonText::from(serde_json::json!({ "skills": caps })),
+            is_active: true,
+            is_experimental: n == 2,
+            tags: vec![Some("seed".into()), Some((*kind).to_string())],
+            created_at: epoch() - Duration::days(1) + Duration::minutes(n as i64),
+            updated_at: epoch() - Duration::days(1) + Duration::minutes(n as i64),
+        })
+        .collect();
+    let mut first_page: std::collections::HashMap<Uuid, Uuid> = std::collections::HashMap::new();
+    for p in pages {
+        first_page.entry(p.session_id).or_insert(p.id);
+    }
+    let mut executions = Vec::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let Some(started) = s.started_at else {
+            continue;
+        };
+        let second = match s.status {
+            SessionStatus::Running => ExecutionStatus::Running,
+            SessionStatus::Failed => ExecutionStatus::Failure,
+            SessionStatus::Cancelled => ExecutionStatus::Timeout,
+            _ => ExecutionStatus::Success,
+        };
+        // The finished executions split the session's cost exactly; a running one has none yet.
+        let costs = if second == ExecutionStatus::Running {
+            [s.total_cost.clone(), BigDecimal::from(0)]
+        } else {
+            let half = (&s.total_cost / BigDecimal::from(2))
+                .with_scale_round(4, bigdecimal::RoundingMode::Down);
+            [half.clone(), &s.total_cost - &half]
+        };
+        for (k, cost) in costs.into_iter().enumerate() {
+            let status = if k == 0 {
+                ExecutionStatus::Success
+            } else {
+                second
+            };
+            let running = status == ExecutionStatus::Running;
+            let begun = started + Duration::seconds(10 + 60 * k as i64);
+            let duration = 4_000 + ((i * 37 + k * 11) % 50) as i64 * 100;
+            let tokens = 1_000 + ((i * 53 + k * 29) % 40) as i64 * 250;
+            executions.push(ExecutionRow {
+                id: id("execution", &[i, k]),
+                agent_id: agents[(i + k) % agents.len()].id,
+                session_id: s.id,
+                page_id: first_page.get(&s.id).copied(),
+                bug_id: None,
+                status,
+                input: JsonText::from(serde_json::json!({})),
+                input_tokens: if running { 0 } else { tokens },
+                output_tokens: if running { 0 } else { tokens / 4 },
+                cost,
+                timeout_seconds: 600,
+                // Long past: the first reaper tick of a demo times it out, as it would.
+                deadline_at: running.then(|| begun + Duration::seconds(600)),
+                duration_ms: (!running).then_some(duration),
+                result: (status == ExecutionStatus::Success)
+                    .then(|| JsonText::from(serde_json::json!({ "checked": 10 + k }))),
+                error: match status {
+                    ExecutionStatus::Failure => Some("model returned no answer".into()),
+                    ExecutionStatus::Timeout => Some("no result within 600 s".into()),
+                    _ => None,
+                },
+                created_at: begun,
+                updated_at: begun,
+                started_at: Some(begun),
+                finished_at: (!running).then(|| begun + Duration::milliseconds(duration)),
+            });
+        }
+    }
+    (agents, executions)
+}
+
 /// Writes a plan in one transaction with bulk inserts; returns the number of rows inserted.
 pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usize> {
     let (sessions, pages, bugs) = generate(plan);
-    let total = (sessions.len() + pages.len() + bugs.len()) as u64;
+    let (agents, executions) = generate_agents(&sessions, &pages);
+    let total = (sessions.len() + pages.len() + bugs.len() + executions.len()) as u64;
     let bar = if progress {
         ProgressBar::new(total)
     } else {
@@ -203,6 +316,12 @@ pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usiz
             bar2.set_message("bugs");
             for chunk in bugs.chunks(3_000) {
                 n += crate::store::bugs::repo::insert_many(c, chunk).await?;
+                bar2.inc(chunk.len() as u64);
+            }
+            bar2.set_message("agents");
+            n += crate::store::agents::repo::insert_agents(c, &agents).await?;
+            for chunk in executions.chunks(4_000) {
+                n += crate::store::agents::repo::insert_executions(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }
             Ok(n)

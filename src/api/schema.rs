@@ -4,6 +4,7 @@
 use async_graphql::{MergedObject, MergedSubscription};
 
 use crate::api::exec::{Engine, Limits};
+use crate::api::types::agent::{AgentsMutation, AgentsQuery};
 use crate::api::types::audit::AuditQuery;
 use crate::api::types::bug::{BugsMutation, BugsQuery};
 use crate::api::types::event::EventsSubscription;
@@ -20,6 +21,7 @@ pub struct Query(
     JobsQuery,
     UsersQuery,
     AuditQuery,
+    AgentsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -29,6 +31,7 @@ pub struct Mutation(
     BugsMutation,
     JobsMutation,
     UsersMutation,
+    AgentsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

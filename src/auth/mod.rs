@@ -65,6 +65,8 @@ pub enum Perm {
     QueueJobs,
     /// claimJob, heartbeatJob, completeJob, failJob: what workers do.
     RunJobs,
+    /// registerAgent and updateAgent: the agent registry.
+    ManageAgents,
     CreateProjects,
     /// List users.
     SeeUsers,
@@ -85,7 +87,10 @@ impl Principal {
                 perm,
                 P::ManageSessions | P::Ingest | P::ReviewBugs | P::QueueJobs | P::CreateProjects
             ),
-            R::Service => matches!(perm, P::Ingest | P::QueueJobs | P::RunJobs),
+            R::Service => matches!(
+                perm,
+                P::Ingest | P::QueueJobs | P::RunJobs | P::ManageAgents
+            ),
         }
     }
 
@@ -131,6 +136,7 @@ mod tests {
             P::ReviewBugs,
             P::QueueJobs,
             P::RunJobs,
+            P::ManageAgents,
             P::CreateProjects,
             P::SeeUsers,
             P::AdministerUsers,
@@ -151,6 +157,7 @@ mod tests {
                 P::ReviewBugs,
                 P::QueueJobs,
                 P::RunJobs,
+                P::ManageAgents,
                 P::CreateProjects,
                 P::SeeUsers
             ]
@@ -167,7 +174,7 @@ mod tests {
         );
         assert_eq!(
             allowed(Role::Service),
-            vec![P::Ingest, P::QueueJobs, P::RunJobs]
+            vec![P::Ingest, P::QueueJobs, P::RunJobs, P::ManageAgents]
         );
         assert_eq!(
             as_role(Role::Service)

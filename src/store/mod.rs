@@ -6,6 +6,7 @@
 //! reads with their one child-list loader (`batch`). Each entity is a folder: its rows and
 //! enums (`model`), its queries and writes (`repo`) and the keys of its batched reads.
 
+pub mod agents;
 pub mod audit;
 pub mod backup;
 pub mod batch;

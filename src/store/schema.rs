@@ -1,6 +1,46 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    agent_executions (id) {
+        id -> Uuid,
+        agent_id -> Uuid,
+        session_id -> Uuid,
+        page_id -> Nullable<Uuid>,
+        bug_id -> Nullable<Uuid>,
+        status -> Text,
+        input -> Jsonb,
+        input_tokens -> Int8,
+        output_tokens -> Int8,
+        cost -> Numeric,
+        timeout_seconds -> Int4,
+        deadline_at -> Nullable<Timestamptz>,
+        duration_ms -> Nullable<Int8>,
+        result -> Nullable<Jsonb>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    agents (id) {
+        id -> Uuid,
+        name -> Text,
+        agent_type -> Text,
+        model_provider -> Nullable<Text>,
+        model_name -> Nullable<Text>,
+        capabilities -> Jsonb,
+        is_active -> Bool,
+        is_experimental -> Bool,
+        tags -> Array<Nullable<Text>>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     audit_logs (id) {
         id -> Uuid,
         actor_id -> Nullable<Uuid>,
@@ -153,6 +193,10 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(agent_executions -> agents (agent_id));
+diesel::joinable!(agent_executions -> bugs (bug_id));
+diesel::joinable!(agent_executions -> crawl_sessions (session_id));
+diesel::joinable!(agent_executions -> pages (page_id));
 diesel::joinable!(bugs -> crawl_sessions (session_id));
 diesel::joinable!(bugs -> pages (page_id));
 diesel::joinable!(crawl_sessions -> projects (project_id));
@@ -162,6 +206,8 @@ diesel::joinable!(pages -> crawl_sessions (session_id));
 diesel::joinable!(projects -> users (owner_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    agent_executions,
+    agents,
     audit_logs,
     bugs,
     crawl_sessions,

@@ -17,6 +17,8 @@ pub async fn snapshot(t: &TestDb) -> String {
         "audit_logs",
         "users",
         "projects",
+        "agents",
+        "agent_executions",
     ] {
         let row = c
             .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM {table} t"), &[])

@@ -29,9 +29,9 @@ async fn migrate_revert_seed_and_schema() {
     let t = TestDb::new().await;
     let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('crawl_sessions', 'pages', 'bugs', 'jobs')";
 
-    // Newest first: the event log, persisted queries, the user notification, the delete
+    // Newest first: agents, the event log, persisted queries, the user notification, the delete
     // notification, users and audit, jobs, then the core schema.
-    for left in [4, 4, 4, 4, 4, 3, 0] {
+    for left in [4, 4, 4, 4, 4, 4, 3, 0] {
         let out = run(&t.url, &["migrate", "--revert"]);
         assert!(
             out.status.success(),
@@ -61,8 +61,19 @@ async fn migrate_revert_seed_and_schema() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 39 rows"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 48 rows"));
     assert_eq!(t.count("SELECT count(*) FROM bugs").await, 24);
+    // Three agents; two executions per started session, costing what their session cost.
+    assert_eq!(t.count("SELECT count(*) FROM agent_executions").await, 6);
+    assert_eq!(
+        t.count(
+            "SELECT count(*) FROM crawl_sessions s WHERE total_cost <> \
+             (SELECT coalesce(sum(cost), 0) FROM agent_executions e WHERE e.session_id = s.id) \
+             AND started_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
     // Deterministic ids: seeding again adds nothing.
     let out = run(&t.url, SEED);
     assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 0 rows"));

@@ -3,6 +3,7 @@
 mod harness;
 
 mod access;
+mod agents;
 mod atomicity;
 mod audit;
 mod bench;

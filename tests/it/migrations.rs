@@ -78,8 +78,8 @@ async fn the_database_enforces_enums_and_checks() {
 async fn adding_ownership_keeps_existing_sessions_valid() {
     let t = TestDb::new().await;
     // Back to before users and audit (the delete and user-change notifications, persisted
-    // queries and the event log came after).
-    for _ in 0..5 {
+    // queries, the event log and agents came after).
+    for _ in 0..6 {
         bughive_gateway::store::revert_last_migration(&t.url)
             .await
             .expect("revert");
@@ -179,6 +179,8 @@ fn diesel_type(pg: &str) -> &str {
         "double precision" => "Float8",
         "boolean" => "Bool",
         "timestamp with time zone" => "Timestamptz",
+        // PostgreSQL arrays may hold NULLs whatever the column says.
+        "_text" => "Array<Nullable<Text>>",
         other => other,
     }
 }
@@ -191,7 +193,8 @@ async fn schema_rs_matches_the_migrations() {
         .raw()
         .await
         .query(
-            "SELECT table_name::text, column_name::text, data_type::text, is_nullable = 'YES' FROM information_schema.columns \
+            "SELECT table_name::text, column_name::text, \
+             CASE WHEN data_type = 'ARRAY' THEN udt_name ELSE data_type END::text, is_nullable = 'YES' FROM information_schema.columns \
              WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' ORDER BY table_name, ordinal_position",
             &[],
         )

@@ -846,6 +846,7 @@ async fn field_selections(addr: std::net::SocketAddr, ty: &str) -> Vec<String> {
         out.push(match ty["kind"].as_str() {
             Some("OBJECT") if object.ends_with("Connection") => format!("{name} {{ totalCount }}"),
             Some("OBJECT") if object == "SessionStatistics" => format!("{name} {{ totalBugs }}"),
+            Some("OBJECT") if object == "AgentUsage" => format!("{name} {{ cost }}"),
             Some("OBJECT") => format!("{name} {{ id }}"),
             _ => name,
         });

@@ -1,6 +1,7 @@
 //! The GraphQL types of each entity, one file each. Entities refer to one another (a page's
 //! session, a session's pages), as in any GraphQL schema; nothing below `api` refers to them.
 
+pub mod agent;
 pub mod audit;
 pub mod bug;
 pub mod event;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::api::connection::{Connection, CountSource, wanted_here};
 use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::scalars::Decimal;
+use crate::api::types::agent::{AgentExecution, AgentUsage, executions_connection, session_usage};
 use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bug_list, bugs_connection};
 use crate::api::types::job::Job;
 use crate::api::types::page::{Page, pages_connection};
@@ -17,12 +18,15 @@ use crate::api::types::user::{Project, User, load_project, load_user};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
 use crate::live::Update;
+use crate::store::agents::keys::{ExecutionFilter, ExecutionParent};
+use crate::store::agents::model::ExecutionStatus;
 use crate::store::batch::Id;
 use crate::store::bugs::keys::BugParent;
 use crate::store::page::Window;
 use crate::store::pages::keys::{PageFilter, PageParent};
 use crate::store::pages::model::PageStatus;
 use crate::store::pages::url::normalize_url;
+use crate::store::scope::Scope;
 use crate::store::sessions::model::{SessionFilter, SessionRow, SessionStatus};
 use crate::store::sessions::repo;
 
@@ -124,6 +128,28 @@ impl CrawlSession {
     /// Aggregates over the session's bugs, computed in one grouped statement for all sessions.
     async fn statistics(&self, ctx: &Context<'_>) -> async_graphql::Result<SessionStatistics> {
         Ok(SessionStatistics::load(ctx, self.0.id).await?)
+    }
+
+    /// Agent executions on this session, oldest first.
+    #[graphql(complexity = "crate::api::connection::cost(first, 50, child_complexity)")]
+    async fn executions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        status: Option<ExecutionStatus>,
+    ) -> async_graphql::Result<Connection<AgentExecution>> {
+        let window = Window::parse(first, 50, after.as_deref())?;
+        // The session is visible, so all of its executions are.
+        let filter = ExecutionFilter::new(status, Scope::All);
+        Ok(executions_connection(ctx, ExecutionParent::Session(self.0.id), filter, window).await?)
+    }
+
+    /// Executions, tokens and exact cost per agent, most expensive first: one grouped
+    /// statement for all sessions of a level. The costs add up to what executions added to
+    /// `totalCost`.
+    async fn agent_usage(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AgentUsage>> {
+        Ok(session_usage(ctx, self.0.id).await?)
     }
 }
 
@@ -342,7 +368,8 @@ impl SessionsMutation {
         Ok(CrawlSession::from(row))
     }
 
-    /// Deletes a session with its pages and bugs; its jobs stay, unlinked. Returns the id.
+    /// Deletes a session with its pages, bugs and agent executions; its jobs stay, unlinked.
+    /// Returns the id.
     async fn delete_session(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Uuid> {
         let actor = actor(ctx, Perm::ManageSessions)?;
         Ok(detached(ctx, move |mut conn| async move {

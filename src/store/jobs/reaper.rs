@@ -1,5 +1,6 @@
 //! The lease reaper: a background task on every replica. Reapers on several replicas split the
-//! expired jobs between them (`FOR UPDATE SKIP LOCKED`), so running one everywhere is safe.
+//! expired jobs between them (`FOR UPDATE SKIP LOCKED`), so running one everywhere is safe. The
+//! same tick times out agent executions past their deadline (`store::agents::reaper`).
 
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ pub fn spawn(db: Db, interval: Duration) -> tokio::task::JoinHandle<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "reaped expired job leases"),
                 Err(e) => tracing::warn!(error = ?e, "lease reaper failed; will retry"),
+            }
+            match crate::store::agents::reaper::reap_all(&db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(executions = n, "timed out overdue agent executions"),
+                Err(e) => tracing::warn!(error = ?e, "execution reaper failed; will retry"),
             }
         }
     })

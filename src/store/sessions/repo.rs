@@ -274,12 +274,13 @@ pub async fn add_cost(
     .await
 }
 
-/// Deletes a session with its pages and bugs (its jobs stay, unlinked).
+/// Deletes a session with its pages, bugs and agent executions (its jobs stay, unlinked).
 ///
-/// Job and page mutations lock their row and then update the session; the delete's cascade
-/// touches those rows after the session. So the delete takes its locks in their order: the
-/// session's jobs and pages first (`FOR NO KEY UPDATE`, which still lets ingestion's foreign-key
-/// checks through), then the session. Otherwise a delete racing `completeJob` deadlocks.
+/// Job, execution and page mutations lock their row and then update the session; the delete's
+/// cascade touches those rows after the session. So the delete takes its locks in their order:
+/// the session's jobs, executions and pages first (`FOR NO KEY UPDATE`, which still lets
+/// ingestion's foreign-key checks through), then the session. Otherwise a delete racing
+/// `completeJob` or `finishExecution` deadlocks.
 pub async fn delete(conn: &mut Conn, actor: Author, id: Uuid) -> AppResult<Uuid> {
     conn.transaction::<Uuid, AppError, _>(async move |c| {
         if visible_by_ids(c, &actor.scope, &[id]).await?.is_empty() {
@@ -288,7 +289,7 @@ pub async fn delete(conn: &mut Conn, actor: Author, id: Uuid) -> AppResult<Uuid>
                 id: id.to_string(),
             });
         }
-        for table in ["jobs", "pages"] {
+        for table in ["jobs", "agent_executions", "pages"] {
             let mut q = Sql::new("SELECT id FROM ");
             q.push(table)
                 .push(" WHERE session_id = ")
