@@ -103,7 +103,9 @@ async fn serve_on(
 ) -> anyhow::Result<()> {
     let db_config = DbConfig::from_env(database.url.clone())?;
     let pool = build_pool(&db_config)?;
-    let mut db = Db::new(pool.clone());
+    let mut db = Db::new(pool.clone()).with_keyring(
+        crate::store::credentials::cipher::Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?,
+    );
     let reads = ReadConfig::from_env()?;
     let mut checker = None;
     if !reads.urls.is_empty() {

@@ -47,6 +47,9 @@ enum Command {
     },
     /// Print the GraphQL SDL.
     Schema,
+    /// Re-seal every session's credentials under CREDENTIALS_KEY: the last step of a key
+    /// rotation, after which CREDENTIALS_KEY_PREVIOUS can go.
+    RotateCredentials,
     /// Write a pg_dump archive of the database (named by time), keeping the newest N.
     Backup {
         /// Where archives go.
@@ -170,6 +173,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("all migrations are applied");
                 Ok(())
             };
+            database.close();
+            result
+        }
+        Command::RotateCredentials => {
+            let keyring = bughive_gateway::store::credentials::cipher::Keyring::from_env()
+                .map_err(|e| anyhow::anyhow!(e))?
+                .context("CREDENTIALS_KEY is not set: nothing to rotate to")?;
+            let database = Database::open(true).await?;
+            let result = async {
+                let db = Db::new(build_pool(&DbConfig::from_env(database.url.clone())?)?);
+                let total =
+                    bughive_gateway::store::credentials::repo::reseal_all(&db, keyring.clone())
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.message()))?;
+                println!(
+                    "re-sealed {total} sessions' credentials under key {}",
+                    keyring.current_id()
+                );
+                Ok(())
+            }
+            .await;
             database.close();
             result
         }

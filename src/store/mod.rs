@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod batch;
 pub mod bugs;
+pub mod credentials;
 pub mod embedded;
 pub mod enums;
 pub mod events;
@@ -229,6 +230,8 @@ pub struct Db {
     replicas: Option<Arc<replicas::Replicas>>,
     /// The replica this handle reads from; `None` is the primary.
     target: Option<usize>,
+    /// The keys that seal sessions' credentials (`CREDENTIALS_KEY`), when configured.
+    keyring: Option<Arc<credentials::cipher::Keyring>>,
 }
 
 impl Db {
@@ -239,7 +242,18 @@ impl Db {
             record: false,
             replicas: None,
             target: None,
+            keyring: None,
         }
+    }
+
+    /// This handle, sealing and opening sessions' credentials with `keyring`.
+    pub fn with_keyring(mut self, keyring: Option<Arc<credentials::cipher::Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    pub fn keyring(&self) -> Option<Arc<credentials::cipher::Keyring>> {
+        self.keyring.clone()
     }
 
     /// This handle, with read replicas that [`Db::for_read`] may route to.

@@ -181,6 +181,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    session_credentials (session_id) {
+        session_id -> Uuid,
+        key_id -> Text,
+        nonce -> Bytea,
+        ciphertext -> Bytea,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         subject -> Text,
@@ -204,6 +215,7 @@ diesel::joinable!(crawl_sessions -> users (owner_id));
 diesel::joinable!(jobs -> crawl_sessions (session_id));
 diesel::joinable!(pages -> crawl_sessions (session_id));
 diesel::joinable!(projects -> users (owner_id));
+diesel::joinable!(session_credentials -> crawl_sessions (session_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     agent_executions,
@@ -217,5 +229,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     pages,
     persisted_queries,
     projects,
+    session_credentials,
     users,
 );

@@ -39,6 +39,7 @@ pub enum Bind {
     NullableUuid(Option<Uuid>),
     NullableJson(Option<serde_json::Value>),
     NullableBool(Option<bool>),
+    Bytes(Vec<u8>),
 }
 
 type Fragment = Arc<dyn QueryFragment<Pg> + Send + Sync>;
@@ -153,6 +154,7 @@ impl QueryFragment<Pg> for Sql {
                     Bind::NullableJson(v) => {
                         out.push_bind_param::<st::Nullable<st::Jsonb>, _>(v)?
                     }
+                    Bind::Bytes(v) => out.push_bind_param::<st::Binary, _>(v)?,
                 },
             }
         }

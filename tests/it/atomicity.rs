@@ -19,9 +19,10 @@ pub async fn snapshot(t: &TestDb) -> String {
         "projects",
         "agents",
         "agent_executions",
+        "session_credentials",
     ] {
         let row = c
-            .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM {table} t"), &[])
+            .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"), &[])
             .await
             .expect("snapshot");
         let s: String = row.get(0);

@@ -29,9 +29,9 @@ async fn migrate_revert_seed_and_schema() {
     let t = TestDb::new().await;
     let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('crawl_sessions', 'pages', 'bugs', 'jobs')";
 
-    // Newest first: agents, the event log, persisted queries, the user notification, the delete
+    // Newest first: credentials, agents, the event log, persisted queries, the user notification, the delete
     // notification, users and audit, jobs, then the core schema.
-    for left in [4, 4, 4, 4, 4, 4, 3, 0] {
+    for left in [4, 4, 4, 4, 4, 4, 4, 3, 0] {
         let out = run(&t.url, &["migrate", "--revert"]);
         assert!(
             out.status.success(),

@@ -78,8 +78,8 @@ async fn the_database_enforces_enums_and_checks() {
 async fn adding_ownership_keeps_existing_sessions_valid() {
     let t = TestDb::new().await;
     // Back to before users and audit (the delete and user-change notifications, persisted
-    // queries, the event log and agents came after).
-    for _ in 0..6 {
+    // queries, the event log, agents and credentials came after).
+    for _ in 0..7 {
         bughive_gateway::store::revert_last_migration(&t.url)
             .await
             .expect("revert");
@@ -181,6 +181,7 @@ fn diesel_type(pg: &str) -> &str {
         "timestamp with time zone" => "Timestamptz",
         // PostgreSQL arrays may hold NULLs whatever the column says.
         "_text" => "Array<Nullable<Text>>",
+        "bytea" => "Bytea",
         other => other,
     }
 }

@@ -827,15 +827,24 @@ async fn checked_post(addr: std::net::SocketAddr, query: String) -> serde_json::
 /// Each field of a type (from introspection) with a selection that reads it: scalars alone,
 /// objects by `id`, connections by `totalCount`, statistics by `totalBugs`.
 async fn field_selections(addr: std::net::SocketAddr, ty: &str) -> Vec<String> {
-    let v = checked_post(
-        addr,
-        format!(
-            "{{ __type(name: \"{ty}\") {{ fields {{ name type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
-        ),
+    let v = checked_post(addr, type_fields(ty)).await;
+    selections(&v["data"])
+}
+
+/// Every field of a type with a selection that reads it, as one selection set's text.
+pub async fn field_names(t: &TestDb, ty: &str) -> String {
+    selections(&t.ok(&type_fields(ty), serde_json::json!({})).await).join(" ")
+}
+
+fn type_fields(ty: &str) -> String {
+    format!(
+        "{{ __type(name: \"{ty}\") {{ fields {{ name type {{ kind name ofType {{ kind name ofType {{ kind name ofType {{ kind name }} }} }} }} }} }} }}"
     )
-    .await;
+}
+
+fn selections(v: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
-    for f in v["data"]["__type"]["fields"].as_array().expect("fields") {
+    for f in v["__type"]["fields"].as_array().expect("fields") {
         let name = f["name"].as_str().expect("name").to_owned();
         let mut ty = &f["type"];
         while ty["name"].is_null() {

@@ -76,7 +76,7 @@ impl SessionEvent {
                 .loader
                 .load_one(Id::<JobRow>::new(id))
                 .await?
-                .map(Job)),
+                .map(|row| Job(row, None))),
             _ => Ok(None),
         }
     }

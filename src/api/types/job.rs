@@ -8,18 +8,19 @@ use uuid::Uuid;
 use crate::api::context::{ShareSlot, actor, detached, live, req};
 use crate::api::types::session::{CrawlSession, load_session};
 use crate::auth::Perm;
+use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::store::batch::Id;
 use crate::store::jobs::model::{JobRow, JobStatus, MAX_ATTEMPTS, MAX_KIND_LEN, MAX_LEASE_SECONDS};
-use crate::store::jobs::repo::{self, NewJob};
+use crate::store::jobs::repo::{self, Credentials, NewJob};
 
 /// A unit of background work; workers claim it under a lease and report its progress.
 #[derive(Clone)]
-pub struct Job(pub Arc<JobRow>);
+pub struct Job(pub Arc<JobRow>, pub Option<Arc<serde_json::Value>>);
 
 impl From<JobRow> for Job {
     fn from(row: JobRow) -> Self {
-        Job(Arc::new(row))
+        Job(Arc::new(row), None)
     }
 }
 
@@ -76,6 +77,11 @@ impl Job {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
+    /// The crawled site's credentials of a crawl job's session: only in `claimJob`'s answer to
+    /// a `service` caller, null everywhere else.
+    async fn credentials(&self) -> Option<Json<serde_json::Value>> {
+        self.1.as_deref().map(|v| Json(v.clone()))
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -103,7 +109,7 @@ impl JobsQuery {
             .load_one(Id::<JobRow>::new(id))
             .await
             .map_err(AppError::from)?;
-        Ok(row.map(Job))
+        Ok(row.map(|row| Job(row, None)))
     }
 }
 
@@ -200,11 +206,16 @@ impl JobsMutation {
         if let Some(w) = &worker {
             validate_kind("worker", w)?;
         }
-        let row = detached(ctx, move |mut conn| async move {
-            repo::claim(&mut conn, actor, kinds, lease_seconds, worker).await
+        let credentials = if actor.role == Role::Service {
+            Credentials::Revealed(req(ctx)?.db.keyring())
+        } else {
+            Credentials::Withheld
+        };
+        let claimed = detached(ctx, move |mut conn| async move {
+            repo::claim(&mut conn, actor, kinds, lease_seconds, worker, credentials).await
         })
         .await?;
-        Ok(row.map(Job::from))
+        Ok(claimed.map(|c| Job(Arc::new(c.job), c.credentials.map(Arc::new))))
     }
 
     /// Records progress (0–1) and extends the lease; RUNNING jobs only.
@@ -327,7 +338,7 @@ impl JobsSubscription {
                 share.set_repeat(u.repeat);
             }
             match u.row {
-                Some(row) => Ok(Job(row)),
+                Some(row) => Ok(Job(row, None)),
                 None => Err(AppError::NotFound {
                     entity: "job",
                     id: job_id.to_string(),

@@ -22,6 +22,7 @@ use crate::store::agents::keys::{ExecutionFilter, ExecutionParent};
 use crate::store::agents::model::ExecutionStatus;
 use crate::store::batch::Id;
 use crate::store::bugs::keys::BugParent;
+use crate::store::credentials::keys::HasCredentialsKey;
 use crate::store::page::Window;
 use crate::store::pages::keys::{PageFilter, PageParent};
 use crate::store::pages::model::PageStatus;
@@ -128,6 +129,16 @@ impl CrawlSession {
     /// Aggregates over the session's bugs, computed in one grouped statement for all sessions.
     async fn statistics(&self, ctx: &Context<'_>) -> async_graphql::Result<SessionStatistics> {
         Ok(SessionStatistics::load(ctx, self.0.id).await?)
+    }
+
+    /// Whether the session has credentials for the crawled site; they are never returned.
+    async fn has_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(req(ctx)?
+            .loader
+            .load_one(HasCredentialsKey(self.0.id))
+            .await
+            .map_err(AppError::from)?
+            .unwrap_or(false))
     }
 
     /// Agent executions on this session, oldest first.
@@ -247,6 +258,11 @@ pub struct CreateSessionInput {
     pub config: Option<Json<serde_json::Value>>,
     /// A project the caller may use; its owner then sees the session too.
     pub project_id: Option<Uuid>,
+    /// The crawled site's credentials (a JSON object, such as `{ "username": …, "password": … }`):
+    /// sealed at rest under `CREDENTIALS_KEY`, never returned by any query (see
+    /// `hasCredentials`), and handed only to the service worker that claims the session's crawl
+    /// job (`claimJob`'s `credentials`).
+    pub credentials: Option<Json<serde_json::Value>>,
 }
 
 /// Validates an `addSessionCost` amount: exact, non-negative, at most 4 decimals.
@@ -303,10 +319,36 @@ impl SessionsMutation {
                 );
             }
         };
+        if config.get("credentials").is_some() {
+            return Err(AppError::bad_field(
+                "input.config",
+                "put credentials in input.credentials, where they are encrypted, not in config",
+            )
+            .into());
+        }
+        let credentials = match input.credentials.map(|j| j.0) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v @ serde_json::Value::Object(_)) => {
+                let keyring = req(ctx)?.db.keyring().ok_or_else(|| {
+                    AppError::bad_field(
+                        "input.credentials",
+                        "this gateway stores no credentials: CREDENTIALS_KEY is not set",
+                    )
+                })?;
+                Some((keyring, v))
+            }
+            Some(_) => {
+                return Err(AppError::bad_field(
+                    "input.credentials",
+                    "credentials must be a JSON object",
+                )
+                .into());
+            }
+        };
         let actor = actor(ctx, Perm::ManageSessions)?;
         let project = input.project_id;
         let row = detached(ctx, move |mut conn| async move {
-            repo::create(&mut conn, actor, base_url, config, project).await
+            repo::create(&mut conn, actor, base_url, config, project, credentials).await
         })
         .await?;
         Ok(CrawlSession::from(row))
@@ -403,7 +445,7 @@ impl SessionProgress {
     }
     /// The job whose change caused this message, for kind `job`.
     async fn job(&self) -> Option<Job> {
-        self.0.job.clone().map(Job)
+        self.0.job.clone().map(|row| Job(row, None))
     }
 }
 

@@ -435,7 +435,8 @@ async fn charge_session(
     .await
 }
 
-/// Moves RUNNING executions past their deadline to TIMEOUT, at most `limit` per call. Rows are
+/// Moves RUNNING executions past their deadline to TIMEOUT, at most `limit` per call; their
+/// duration is their timeout (a reaper that runs late must not stretch it). Rows are
 /// taken with `FOR UPDATE SKIP LOCKED`, so reapers on several replicas split the work, and an
 /// execution its agent is finishing at this moment is left to the agent.
 pub async fn reap_overdue(
@@ -452,15 +453,19 @@ pub async fn reap_overdue(
             " FOR UPDATE SKIP LOCKED) \
              UPDATE agent_executions e SET status = 'timeout', finished_at = now(), \
              deadline_at = NULL, \
-             duration_ms = greatest(0, round(extract(epoch FROM now() - e.started_at) * 1000))::bigint, \
+             duration_ms = e.timeout_seconds * 1000::bigint, \
              error = 'no result within ' || e.timeout_seconds || ' s' \
              FROM overdue WHERE e.id = overdue.id AND e.status = 'running' RETURNING e.*",
         );
         let reaped: Vec<ExecutionRow> = q.load(c).await?;
         for e in &reaped {
             let old = serde_json::json!({ "status": "running" });
-            audit::record(c, &actor, execution_entry("timeoutExecution", e.id, Some(old.to_string())))
-                .await?;
+            audit::record(
+                c,
+                &actor,
+                execution_entry("timeoutExecution", e.id, Some(old.to_string())),
+            )
+            .await?;
         }
         Ok(reaped)
     })

@@ -1,6 +1,8 @@
 //! Job queries. Every move is one conditional `UPDATE … WHERE status = ANY(allowed_from)`; a
 //! crawl job's session moves in the same transaction.
 
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -10,6 +12,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry};
 use crate::store::batch::ById;
+use crate::store::credentials::cipher::Keyring;
 use crate::store::lifecycle::Locked;
 use crate::store::row::Cols;
 use crate::store::schema::jobs::dsl as j;
@@ -129,19 +132,35 @@ fn job_entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
     Entry::row(action, "job", id, old, "jobs")
 }
 
+/// Whether a claim hands out the crawled site's credentials of a crawl job's session.
+pub enum Credentials {
+    Withheld,
+    /// To a service worker: opened with this keyring (none configured: a session that has
+    /// credentials cannot be claimed, `UNAVAILABLE`).
+    Revealed(Option<Arc<Keyring>>),
+}
+
+/// A claimed job, with its session's credentials when they were revealed and exist.
+pub struct Claimed {
+    pub job: JobRow,
+    pub credentials: Option<serde_json::Value>,
+}
+
 /// Claims the oldest claimable PENDING job of `kinds`: `FOR UPDATE SKIP LOCKED`, so concurrent
 /// workers never wait on, or both get, the same job. Claiming a crawl job starts its session in
 /// the same transaction; a crawl job whose session already ended is cancelled instead and the
-/// next job is tried.
+/// next job is tried. Credentials are opened inside the transaction, so a claim whose
+/// credentials cannot be opened rolls back and leaves the job PENDING.
 pub async fn claim(
     conn: &mut Conn,
     actor: Author,
     kinds: Vec<String>,
     lease_seconds: i32,
     worker: Option<String>,
-) -> AppResult<Option<JobRow>> {
-    conn.transaction::<Option<JobRow>, AppError, _>(async move |c| {
-        let claimed = async |c: &mut Conn, job: JobRow| -> AppResult<Option<JobRow>> {
+    credentials: Credentials,
+) -> AppResult<Option<Claimed>> {
+    conn.transaction::<Option<Claimed>, AppError, _>(async move |c| {
+        let claimed = async |c: &mut Conn, job: JobRow| -> AppResult<Option<Claimed>> {
             let old = serde_json::json!({ "status": "pending", "attempts": job.attempts - 1 });
             audit::record(
                 c,
@@ -149,7 +168,16 @@ pub async fn claim(
                 job_entry("claimJob", job.id, Some(old.to_string())),
             )
             .await?;
-            Ok(Some(job))
+            let revealed = match (&credentials, job.driven_session()) {
+                (Credentials::Revealed(keyring), Some(sid)) => {
+                    crate::store::credentials::repo::open(c, keyring.as_deref(), sid).await?
+                }
+                _ => None,
+            };
+            Ok(Some(Claimed {
+                job,
+                credentials: revealed,
+            }))
         };
         for _ in 0..16 {
             let mut q = Sql::new(

@@ -4,6 +4,7 @@
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use std::sync::Arc;
 use uuid::Uuid;
 
 use super::model::{INGESTING, SESSION_LIFECYCLE, SessionFilter, SessionRow, SessionStatus};
@@ -11,6 +12,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry, New};
 use crate::store::batch::SlimTable;
+use crate::store::credentials::cipher::Keyring;
 use crate::store::page::{Direction, Window};
 use crate::store::schema::crawl_sessions::dsl as s;
 use crate::store::scope::{Author, Scope};
@@ -93,13 +95,15 @@ pub async fn insert_many(conn: &mut Conn, rows: &[SessionRow]) -> AppResult<usiz
         .await?)
 }
 
-/// Creates a PENDING session owned by the actor, optionally in a project the actor may use.
+/// Creates a PENDING session owned by the actor, optionally in a project the actor may use,
+/// with the crawled site's credentials sealed in the same transaction.
 pub async fn create(
     conn: &mut Conn,
     actor: Author,
     base_url: String,
     config: serde_json::Value,
     project_id: Option<Uuid>,
+    credentials: Option<(Arc<Keyring>, serde_json::Value)>,
 ) -> AppResult<SessionRow> {
     conn.transaction::<SessionRow, AppError, _>(async move |c| {
         if let Some(pid) = project_id {
@@ -134,6 +138,9 @@ pub async fn create(
             .returning(SessionRow::as_returning())
             .get_result(c)
             .await?;
+        if let Some((keyring, credentials)) = &credentials {
+            crate::store::credentials::repo::store(c, keyring, id, credentials).await?;
+        }
         audit::record(
             c,
             &actor,
