@@ -10,6 +10,7 @@ use crate::api::types::bug::{BugsMutation, BugsQuery};
 use crate::api::types::event::EventsSubscription;
 use crate::api::types::job::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::api::types::page::{PagesMutation, PagesQuery};
+use crate::api::types::search::SearchQuery;
 use crate::api::types::session::{SessionsMutation, SessionsQuery, SessionsSubscription};
 use crate::api::types::user::{UsersMutation, UsersQuery};
 
@@ -22,6 +23,7 @@ pub struct Query(
     UsersQuery,
     AuditQuery,
     AgentsQuery,
+    SearchQuery,
 );
 
 #[derive(MergedObject, Default)]

@@ -66,7 +66,8 @@ impl<S: DbEnum> Lifecycle<S> {
     /// The lock only makes the audit's old value exact; the move itself is still decided by the
     /// conditional update of [`apply`](Self::apply).
     pub async fn lock(&self, conn: &mut Conn, id: Uuid, scope: &Scope) -> AppResult<Locked<S>> {
-        let mut q = Sql::new("SELECT t.status, to_jsonb(t)::text AS old FROM ");
+        // Derived columns (a bug's search vector) are not state worth recording.
+        let mut q = Sql::new("SELECT t.status, (to_jsonb(t) - 'search')::text AS old FROM ");
         q.push(self.table)
             .push(" t WHERE t.id = ")
             .bind(Bind::Uuid(id));

@@ -26,6 +26,7 @@ pub mod replicas;
 pub mod row;
 pub mod schema;
 pub mod scope;
+pub mod search;
 pub mod sessions;
 pub mod sql;
 pub mod tls;

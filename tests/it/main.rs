@@ -26,6 +26,7 @@ mod races;
 mod reads;
 mod replicas;
 mod schema_files;
+mod search;
 mod shared_rate;
 mod tls;
 mod traces;

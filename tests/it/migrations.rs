@@ -182,6 +182,7 @@ fn diesel_type(pg: &str) -> &str {
         // PostgreSQL arrays may hold NULLs whatever the column says.
         "_text" => "Array<Nullable<Text>>",
         "bytea" => "Bytea",
+        "tsvector" => "Tsvector",
         other => other,
     }
 }

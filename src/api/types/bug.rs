@@ -8,6 +8,7 @@ use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
 use crate::api::types::page::{Page, load_page_here};
+use crate::api::types::search::{SimilarBug, similar_bugs};
 use crate::api::types::session::{CrawlSession, load_session_here};
 use crate::auth::Perm;
 use crate::error::{AppError, AppResult};
@@ -141,6 +142,29 @@ impl BugFields {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// Bugs of the same site (base URL) or project with a similar title and page, most similar
+    /// first: one statement for every bug of a level.
+    #[graphql(complexity = "crate::api::connection::cost(first, 10, child_complexity)")]
+    async fn similar(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: Option<i32>,
+        #[graphql(default = 0.0)] min_score: f64,
+    ) -> async_graphql::Result<Vec<SimilarBug>> {
+        Ok(similar_bugs(ctx, self.0.id, first.unwrap_or(10), min_score, false).await?)
+    }
+    /// Likely originals of this bug: similar bugs reported before it (not its own batch),
+    /// scoring at least `minScore`. `reportBugs` answers with them, so a crawler can skip
+    /// re-reporting.
+    #[graphql(complexity = "crate::api::connection::cost(first, 5, child_complexity)")]
+    async fn duplicate_candidates(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 5)] first: Option<i32>,
+        #[graphql(default = 0.6)] min_score: f64,
+    ) -> async_graphql::Result<Vec<SimilarBug>> {
+        Ok(similar_bugs(ctx, self.0.id, first.unwrap_or(5), min_score, true).await?)
     }
 }
 

@@ -7,5 +7,6 @@ pub mod bug;
 pub mod event;
 pub mod job;
 pub mod page;
+pub mod search;
 pub mod session;
 pub mod user;

@@ -81,7 +81,8 @@ pub async fn record(conn: &mut Conn, actor: &Author, entry: Entry) -> AppResult<
         .push("::jsonb, ");
     match entry.new {
         New::Row(table) => {
-            q.push("to_jsonb(t) FROM ")
+            // Without derived columns (a bug's search vector).
+            q.push("to_jsonb(t) - 'search' FROM ")
                 .push(table)
                 .push(" t WHERE t.id = ")
                 .bind(Bind::NullableUuid(entry.resource_id));

@@ -213,7 +213,8 @@ pub async fn report(
             .bind(Bind::NullableTexts(cols.10))
             .push("::text[], ")
             .bind(Bind::NullableTexts(cols.11))
-            .push("::text[]) AS u(id, page_id, title, description, category, priority, steps, evidence, confidence, expected, actual, affected) RETURNING *");
+            .push("::text[]) AS u(id, page_id, title, description, category, priority, steps, evidence, confidence, expected, actual, affected) RETURNING ")
+            .push(&Cols::ALL.select_list::<BugRow>());
         let mut rows: Vec<BugRow> = q.load(c).await?;
         let mut q = Sql::new("UPDATE crawl_sessions SET bugs_found = bugs_found + ");
         q.bind(Bind::Int(n)).push(" WHERE id = ").bind(Bind::Uuid(session_id));
@@ -280,7 +281,9 @@ pub async fn transition(
         .bind(Bind::Uuid(id))
         .push(" AND status = ANY(")
         .bind(Bind::Texts(BUG_LIFECYCLE.allowed_from(to)))
-        .push(") RETURNING *");
+        // Not `*`: the row's columns only, without the search vector.
+        .push(") RETURNING ")
+        .push(&Cols::ALL.select_list::<BugRow>());
     use diesel_async::AsyncConnection;
     conn.transaction::<BugRow, AppError, _>(async move |c| {
         let locked = BUG_LIFECYCLE.lock(c, id, &actor.scope).await?;
