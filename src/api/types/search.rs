@@ -215,6 +215,10 @@ impl SearchQuery {
     /// Bugs matching `query` (web-search syntax: words, `"a phrase"`, `or`, `-word`) in title,
     /// description, steps and expected/actual behaviour, best first, with highlighted snippets.
     /// Only bugs the caller may see; optionally of one session or project, and filtered.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per filter of the API"
+    )]
     #[graphql(complexity = "crate::api::connection::cost(first, 20, child_complexity)")]
     async fn search_bugs(
         &self,
