@@ -135,6 +135,7 @@ async fn serve_on(
     let schema = crate::api::build_schema_with(&limits);
     let live = crate::live::Live::start(database.url.clone(), db.scoped());
     let reaper = crate::store::jobs::reaper::spawn(db.scoped(), reap_interval()?);
+    let trends = crate::store::trends::refresher::spawn(db.scoped(), trends_interval()?);
     let retention = crate::store::events::retention::spawn(
         db.scoped(),
         crate::config::event_retention()?,
@@ -177,6 +178,7 @@ async fn serve_on(
     crate::http::serve::serve(listener, app, timeouts, shutdown).await;
     tracing::info!("shutting down");
     reaper.abort();
+    trends.abort();
     retention.abort();
     if let Some(c) = checker {
         c.abort();
@@ -187,6 +189,16 @@ async fn serve_on(
         r.close();
     }
     Ok(())
+}
+
+/// How often the trend rollups are refreshed (`TRENDS_REFRESH_SECS`, default 60): the most a
+/// `trends` answer lags behind, plus the refresh's own duration.
+fn trends_interval() -> anyhow::Result<std::time::Duration> {
+    let secs = crate::config::env_num("TRENDS_REFRESH_SECS", 60u64)?;
+    if secs == 0 {
+        anyhow::bail!("TRENDS_REFRESH_SECS must be at least 1");
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// How often this replica reaps expired job leases (`JOB_REAP_INTERVAL_MS`, default 5000).

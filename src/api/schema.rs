@@ -12,6 +12,7 @@ use crate::api::types::job::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::api::types::page::{PagesMutation, PagesQuery};
 use crate::api::types::search::SearchQuery;
 use crate::api::types::session::{SessionsMutation, SessionsQuery, SessionsSubscription};
+use crate::api::types::trends::TrendsQuery;
 use crate::api::types::user::{UsersMutation, UsersQuery};
 
 #[derive(MergedObject, Default)]
@@ -24,6 +25,7 @@ pub struct Query(
     AuditQuery,
     AgentsQuery,
     SearchQuery,
+    TrendsQuery,
 );
 
 #[derive(MergedObject, Default)]

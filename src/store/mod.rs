@@ -30,6 +30,7 @@ pub mod search;
 pub mod sessions;
 pub mod sql;
 pub mod tls;
+pub mod trends;
 pub mod users;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -202,6 +202,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    trend_refreshes (view_name) {
+        view_name -> Text,
+        refreshed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         subject -> Text,
@@ -240,5 +247,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     persisted_queries,
     projects,
     session_credentials,
+    trend_refreshes,
     users,
 );

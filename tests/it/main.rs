@@ -30,3 +30,4 @@ mod search;
 mod shared_rate;
 mod tls;
 mod traces;
+mod trends;

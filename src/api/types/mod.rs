@@ -9,4 +9,5 @@ pub mod job;
 pub mod page;
 pub mod search;
 pub mod session;
+pub mod trends;
 pub mod user;
