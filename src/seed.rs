@@ -324,6 +324,8 @@ pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usiz
                 n += crate::store::agents::repo::insert_executions(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }
+            bar2.set_message("evidence");
+            n += crate::store::evidence::repo::seed(c).await?;
             Ok(n)
         })
         .await?;

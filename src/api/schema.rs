@@ -8,6 +8,7 @@ use crate::api::types::agent::{AgentsMutation, AgentsQuery};
 use crate::api::types::audit::AuditQuery;
 use crate::api::types::bug::{BugsMutation, BugsQuery};
 use crate::api::types::event::EventsSubscription;
+use crate::api::types::evidence::{EvidenceMutation, EvidenceQuery};
 use crate::api::types::job::{JobsMutation, JobsQuery, JobsSubscription};
 use crate::api::types::page::{PagesMutation, PagesQuery};
 use crate::api::types::search::SearchQuery;
@@ -26,6 +27,7 @@ pub struct Query(
     AgentsQuery,
     SearchQuery,
     TrendsQuery,
+    EvidenceQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -36,6 +38,7 @@ pub struct Mutation(
     JobsMutation,
     UsersMutation,
     AgentsMutation,
+    EvidenceMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod embedded;
 pub mod enums;
 pub mod events;
+pub mod evidence;
 pub mod jobs;
 pub mod json;
 pub mod lifecycle;

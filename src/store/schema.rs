@@ -132,6 +132,33 @@ diesel::table! {
 }
 
 diesel::table! {
+    evidence (id) {
+        id -> Uuid,
+        bug_id -> Uuid,
+        session_id -> Uuid,
+        execution_id -> Nullable<Uuid>,
+        source_type -> Text,
+        summary -> Text,
+        data -> Jsonb,
+        credibility -> Float8,
+        is_verified -> Bool,
+        verified_by -> Nullable<Uuid>,
+        verified_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    evidence_links (evidence_id, kind, other_id) {
+        evidence_id -> Uuid,
+        other_id -> Uuid,
+        kind -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     jobs (id) {
         id -> Uuid,
         kind -> Text,
@@ -229,6 +256,10 @@ diesel::joinable!(bugs -> crawl_sessions (session_id));
 diesel::joinable!(bugs -> pages (page_id));
 diesel::joinable!(crawl_sessions -> projects (project_id));
 diesel::joinable!(crawl_sessions -> users (owner_id));
+diesel::joinable!(evidence -> agent_executions (execution_id));
+diesel::joinable!(evidence -> bugs (bug_id));
+diesel::joinable!(evidence -> crawl_sessions (session_id));
+diesel::joinable!(evidence -> users (verified_by));
 diesel::joinable!(jobs -> crawl_sessions (session_id));
 diesel::joinable!(pages -> crawl_sessions (session_id));
 diesel::joinable!(projects -> users (owner_id));
@@ -242,6 +273,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     crawl_sessions,
     event_log_pruned,
     events,
+    evidence,
+    evidence_links,
     jobs,
     pages,
     persisted_queries,

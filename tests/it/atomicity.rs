@@ -20,6 +20,8 @@ pub async fn snapshot(t: &TestDb) -> String {
         "agents",
         "agent_executions",
         "session_credentials",
+        "evidence",
+        "evidence_links",
     ] {
         let row = c
             .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"), &[])

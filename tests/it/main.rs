@@ -13,6 +13,7 @@ mod credentials;
 mod embedded;
 mod errors;
 mod events;
+mod evidence;
 mod hardening;
 mod http;
 mod jobs;

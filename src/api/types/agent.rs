@@ -11,6 +11,7 @@ use crate::api::connection::{Connection, CountSource, children, wanted_here};
 use crate::api::context::{actor, detached, req};
 use crate::api::scalars::Decimal;
 use crate::api::types::bug::Bug;
+use crate::api::types::evidence::{Evidence, evidence_connection};
 use crate::api::types::page::{Page, load_page_here};
 use crate::api::types::session::{CrawlSession, load_session_here};
 use crate::auth::Perm;
@@ -23,6 +24,7 @@ use crate::store::agents::model::{
 use crate::store::agents::repo::{self, AgentPatch, Finish, NewAgent, NewExecution};
 use crate::store::batch::Id;
 use crate::store::bugs::model::BugRow;
+use crate::store::evidence::keys::EvidenceParent;
 use crate::store::page::Window;
 use crate::store::sessions::repo::max_cost;
 
@@ -275,6 +277,23 @@ impl AgentExecution {
     }
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
+    }
+    /// Evidence this execution produced, oldest first.
+    #[graphql(complexity = "crate::api::connection::cost(first, 50, child_complexity)")]
+    async fn evidence(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<Evidence>> {
+        Ok(evidence_connection(
+            ctx,
+            EvidenceParent::Execution(self.0.id),
+            first,
+            after,
+            None,
+        )
+        .await?)
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at

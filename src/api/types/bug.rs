@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
+use crate::api::types::evidence::{Evidence, bug_credibility, evidence_connection};
 use crate::api::types::page::{Page, load_page_here};
 use crate::api::types::search::{SimilarBug, similar_bugs};
 use crate::api::types::session::{CrawlSession, load_session_here};
@@ -15,6 +16,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::bugs::keys::{BugFilterKey, BugParent, BugStatsKey};
 use crate::store::bugs::model::{BugCategory, BugPriority, BugRow, BugStatus};
 use crate::store::bugs::repo::{self, BugChange, NewBug};
+use crate::store::evidence::keys::EvidenceParent;
 use crate::store::page::Window;
 
 /// A defect an agent found, with its evidence and where it stands in triage.
@@ -142,6 +144,26 @@ impl BugFields {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// Evidence registered for this bug (`addEvidence`), oldest first; the `evidence` JSON
+    /// array is the crawler's own and stays as reported.
+    #[graphql(complexity = "crate::api::connection::cost(first, 50, child_complexity)")]
+    async fn evidence_items(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        verified: Option<bool>,
+    ) -> async_graphql::Result<Connection<Evidence>> {
+        Ok(
+            evidence_connection(ctx, EvidenceParent::Bug(self.0.id), first, after, verified)
+                .await?,
+        )
+    }
+    /// How credible the bug is on its registered evidence: their mean credibility, verified
+    /// evidence counting twice; null without evidence. One statement per level.
+    async fn credibility(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<f64>> {
+        Ok(bug_credibility(ctx, self.0.id).await?)
     }
     /// Bugs of the same site (base URL) or project with a similar title and page, most similar
     /// first: one statement for every bug of a level.

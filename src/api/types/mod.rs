@@ -5,6 +5,7 @@ pub mod agent;
 pub mod audit;
 pub mod bug;
 pub mod event;
+pub mod evidence;
 pub mod job;
 pub mod page;
 pub mod search;

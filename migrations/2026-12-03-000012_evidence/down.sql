@@ -1,0 +1,2 @@
+DROP TABLE evidence_links;
+DROP TABLE evidence;
