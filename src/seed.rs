@@ -326,6 +326,7 @@ pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usiz
             }
             bar2.set_message("evidence");
             n += crate::store::evidence::repo::seed(c).await?;
+            n += crate::store::comments::repo::seed(c).await?;
             Ok(n)
         })
         .await?;

@@ -7,6 +7,7 @@ use crate::api::exec::{Engine, Limits};
 use crate::api::types::agent::{AgentsMutation, AgentsQuery};
 use crate::api::types::audit::AuditQuery;
 use crate::api::types::bug::{BugsMutation, BugsQuery};
+use crate::api::types::comment::CommentsMutation;
 use crate::api::types::event::EventsSubscription;
 use crate::api::types::evidence::{EvidenceMutation, EvidenceQuery};
 use crate::api::types::job::{JobsMutation, JobsQuery, JobsSubscription};
@@ -39,6 +40,7 @@ pub struct Mutation(
     UsersMutation,
     AgentsMutation,
     EvidenceMutation,
+    CommentsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

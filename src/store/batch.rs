@@ -191,6 +191,9 @@ pub trait Parent: Copy + Eq + Hash + Debug + Send + Sync + 'static {
     fn column(&self) -> &'static str;
     /// The same kind of parent with another id.
     fn with_id(self, id: Uuid) -> Self;
+    /// Which way the lists run through `(created_at, id)`: oldest first unless declared
+    /// otherwise (comments are newest first).
+    const DIRECTION: Direction = Direction::Ascending;
 }
 
 /// Declares a [`Parent`]: an enum with a variant per relation to the child table, each naming
@@ -198,7 +201,7 @@ pub trait Parent: Copy + Eq + Hash + Debug + Send + Sync + 'static {
 macro_rules! parents {
     (
         $(#[doc = $doc:literal])*
-        $name:ident of $table:ident as $row:ty, filtered by $filter:ty {
+        $name:ident of $table:ident as $row:ty, filtered by $filter:ty $(, order $order:ident)? {
             $($(#[doc = $vdoc:literal])* $variant:ident => $col:ident),+ $(,)?
         }
     ) => {
@@ -212,6 +215,7 @@ macro_rules! parents {
             type Row = $row;
             type Filter = $filter;
             const TABLE: &'static str = stringify!($table);
+            $(const DIRECTION: $crate::store::page::Direction = $crate::store::page::Direction::$order;)?
 
             fn id(&self) -> uuid::Uuid {
                 match self {
@@ -294,7 +298,8 @@ struct KeyedCount {
     n: i64,
 }
 
-/// Up to `window.limit()` children of each parent, in `(created_at, id)` order: one statement
+/// Up to `window.limit()` children of each parent, in `(created_at, id)` order (or its
+/// reverse, for a newest-first parent): one statement
 /// for all parents of a group.
 fn list_sql<P: Parent>(
     parent: P,
@@ -313,12 +318,15 @@ fn list_sql<P: Parent>(
         .push(parent.column())
         .push(" = k.parent_key");
     filter.push(&mut q);
-    if let Some(after) = window.after(Direction::Ascending) {
+    if let Some(after) = window.after(P::DIRECTION) {
         q.push(" AND ").push_fragment(after);
     }
-    q.push(" ORDER BY created_at, id LIMIT ")
-        .bind(Bind::BigInt(window.limit()))
-        .push(") x");
+    q.push(match P::DIRECTION {
+        Direction::Ascending => " ORDER BY created_at, id LIMIT ",
+        Direction::Descending => " ORDER BY created_at DESC, id DESC LIMIT ",
+    })
+    .bind(Bind::BigInt(window.limit()))
+    .push(") x");
     q
 }
 

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backup;
 pub mod batch;
 pub mod bugs;
+pub mod comments;
 pub mod credentials;
 pub mod embedded;
 pub mod enums;

@@ -63,6 +63,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    bug_comments (id) {
+        id -> Uuid,
+        bug_id -> Uuid,
+        session_id -> Uuid,
+        author_id -> Nullable<Uuid>,
+        agent_id -> Nullable<Uuid>,
+        body -> Text,
+        is_ai_generated -> Bool,
+        ai_metadata -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        edited_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::Tsvector;
 
@@ -252,6 +269,10 @@ diesel::joinable!(agent_executions -> agents (agent_id));
 diesel::joinable!(agent_executions -> bugs (bug_id));
 diesel::joinable!(agent_executions -> crawl_sessions (session_id));
 diesel::joinable!(agent_executions -> pages (page_id));
+diesel::joinable!(bug_comments -> agents (agent_id));
+diesel::joinable!(bug_comments -> bugs (bug_id));
+diesel::joinable!(bug_comments -> crawl_sessions (session_id));
+diesel::joinable!(bug_comments -> users (author_id));
 diesel::joinable!(bugs -> crawl_sessions (session_id));
 diesel::joinable!(bugs -> pages (page_id));
 diesel::joinable!(crawl_sessions -> projects (project_id));
@@ -269,6 +290,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     agent_executions,
     agents,
     audit_logs,
+    bug_comments,
     bugs,
     crawl_sessions,
     event_log_pruned,

@@ -22,6 +22,7 @@ pub async fn snapshot(t: &TestDb) -> String {
         "session_credentials",
         "evidence",
         "evidence_links",
+        "bug_comments",
     ] {
         let row = c
             .query_one(&format!("SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"), &[])

@@ -66,12 +66,17 @@ async fn migrate_revert_seed_and_schema() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 54 rows"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seeded 60 rows"));
     assert_eq!(t.count("SELECT count(*) FROM bugs").await, 24);
     // Three agents; two executions per started session, costing what their session cost.
     assert_eq!(t.count("SELECT count(*) FROM agent_executions").await, 6);
     // Evidence of the executions for the bugs of each started session's first page.
     assert_eq!(t.count("SELECT count(*) FROM evidence").await, 6);
+    assert_eq!(
+        t.count("SELECT count(*) FROM bug_comments WHERE is_ai_generated")
+            .await,
+        6
+    );
     assert_eq!(
         t.count(
             "SELECT count(*) FROM crawl_sessions s WHERE total_cost <> \

@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod cli;
 mod clients;
+mod comments;
 mod credentials;
 mod embedded;
 mod errors;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached, req};
 use crate::api::exec::fast::{self, Leaf};
+use crate::api::types::comment::{Comment, comments_connection};
 use crate::api::types::evidence::{Evidence, bug_credibility, evidence_connection};
 use crate::api::types::page::{Page, load_page_here};
 use crate::api::types::search::{SimilarBug, similar_bugs};
@@ -159,6 +160,16 @@ impl BugFields {
             evidence_connection(ctx, EvidenceParent::Bug(self.0.id), first, after, verified)
                 .await?,
         )
+    }
+    /// Comments by users and agents, newest first; deleted ones are left out.
+    #[graphql(complexity = "crate::api::connection::cost(first, 50, child_complexity)")]
+    async fn comments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<Comment>> {
+        Ok(comments_connection(ctx, self.0.id, first, after).await?)
     }
     /// How credible the bug is on its registered evidence: their mean credibility, verified
     /// evidence counting twice; null without evidence. One statement per level.

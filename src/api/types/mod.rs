@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod audit;
 pub mod bug;
+pub mod comment;
 pub mod event;
 pub mod evidence;
 pub mod job;
