@@ -254,6 +254,20 @@ async fn rejected_agent_and_execution_inputs_change_nothing() {
         .await["recordPages"]["pages"][0]["id"]
         .clone();
     let running = id(&start_new(&t, &agent, &sid).await);
+    // Queued while its agent was active; the agent is deactivated before it starts.
+    let retired = register(&t, "retired").await;
+    let queued = t
+        .ok(
+            "mutation($a: UUID!, $s: UUID!) { queueExecution(input: { agentId: $a, sessionId: $s }) { id } }",
+            json!({ "a": retired, "s": sid }),
+        )
+        .await["queueExecution"]["id"]
+        .clone();
+    t.ok(
+        "mutation($id: UUID!) { updateAgent(id: $id, input: { isActive: false }) { isActive } }",
+        json!({ "id": retired }),
+    )
+    .await;
     // A session one cent short of what NUMERIC(10,4) holds: any further charge overflows.
     t.ok(
         "mutation($id: UUID!) { addSessionCost(id: $id, amount: \"999999.9999\") { totalCost } }",
@@ -319,6 +333,11 @@ async fn rejected_agent_and_execution_inputs_change_nothing() {
             "mutation { startExecution { id } }",
             json!({}),
             "BAD_USER_INPUT",
+        ),
+        (
+            "mutation($id: UUID!) { startExecution(id: $id) { id } }",
+            json!({ "id": queued }),
+            "INVALID_TRANSITION",
         ),
     ];
     let finish_cases = [

@@ -201,10 +201,11 @@ async fn comments_are_the_bug_owners_and_bad_input_changes_nothing() {
             json!({ "bugId": bug, "body": "x", "aiMetadata": "m" }),
             "BAD_USER_INPUT",
         ),
+        // Users do not speak for agents; service accounts and staff do.
         (
             &alice,
             json!({ "bugId": bug, "body": "x", "agentId": uuid::Uuid::now_v7() }),
-            "NOT_FOUND",
+            "FORBIDDEN",
         ),
     ] {
         let v = comment(&t, who, input.clone()).await;

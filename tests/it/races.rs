@@ -211,7 +211,7 @@ async fn counters_equal_the_truth_after_a_mixed_workload() {
 /// Deleting a session while its crawl job completes and its pages move never deadlocks: each
 /// call either wins or finds the session gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn deleting_a_session_races_its_jobs_and_pages_without_deadlock() {
+async fn deleting_a_session_races_its_jobs_pages_and_bug_notes_without_deadlock() {
     let t = shared(20).await;
     for _ in 0..15 {
         let sid = create_session(&t).await;
@@ -245,6 +245,24 @@ async fn deleting_a_session_races_its_jobs_and_pages_without_deadlock() {
                 json!({ "id": p }),
             ));
         }
+        // Writes that refer to a bug of the session: they hold the session before the bug,
+        // in the delete's order.
+        let (v, _) = t
+            .gql(
+                "mutation($s: UUID!) { reportBugs(sessionId: $s, bugs: [{ title: \"Race\", category: OTHER, priority: LOW, confidence: 0.5 }]) { id } }",
+                json!({ "s": sid }),
+            )
+            .await;
+        let bug = v["data"]["reportBugs"][0]["id"].clone();
+        calls.push((
+            "mutation($b: UUID!) { addComment(input: { bugId: $b, body: \"seen\" }) { id } }"
+                .into(),
+            json!({ "b": bug }),
+        ));
+        calls.push((
+            "mutation($b: UUID!) { addEvidence(input: { bugId: $b, sourceType: OTHER, summary: \"seen\", credibility: 0.5 }) { id } }".into(),
+            json!({ "b": bug }),
+        ));
         let results = all(calls.len(), |i| {
             let t = t.clone();
             let (q, vars) = calls[i].clone();

@@ -34,7 +34,13 @@ async fn trends_are_exact_after_a_refresh_and_only_the_callers() {
     assert_eq!(totals(&before), (0, 0));
 
     assert!(
-        bughive_gateway::store::trends::repo::refresh(&t.db)
+        bughive_gateway::store::trends::repo::refresh(&t.db, std::time::Duration::ZERO)
+            .await
+            .expect("refresh")
+    );
+    // Just refreshed: a replica whose turn comes within the interval skips it.
+    assert!(
+        !bughive_gateway::store::trends::repo::refresh(&t.db, std::time::Duration::from_secs(60))
             .await
             .expect("refresh")
     );
@@ -112,7 +118,7 @@ async fn trends_are_exact_after_a_refresh_and_only_the_callers() {
         )
         .await;
     assert!(v.get("errors").is_none(), "{v}");
-    bughive_gateway::store::trends::repo::refresh(&t.db)
+    bughive_gateway::store::trends::repo::refresh(&t.db, std::time::Duration::ZERO)
         .await
         .expect("refresh");
     let today = chrono::Utc::now().date_naive();

@@ -8,7 +8,7 @@ use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached};
 use crate::api::types::agent::{Agent, load_agent};
 use crate::api::types::user::{User, load_user};
-use crate::auth::Perm;
+use crate::auth::{Perm, Role};
 use crate::error::{AppError, AppResult};
 use crate::store::comments::keys::{CommentFilter, CommentParent};
 use crate::store::comments::model::{CommentRow, MAX_BODY_LEN};
@@ -85,7 +85,8 @@ pub struct CommentInput {
     pub bug_id: Uuid,
     /// 1–10000 characters.
     pub body: String,
-    /// Post it as this agent's comment (it is then AI-generated).
+    /// Post it as this agent's comment (it is then AI-generated); service accounts and staff
+    /// only.
     pub agent_id: Option<Uuid>,
     /// Marks a comment an AI wrote; always true with `agentId`.
     #[graphql(default)]
@@ -116,6 +117,14 @@ impl CommentsMutation {
         input: CommentInput,
     ) -> async_graphql::Result<Comment> {
         let actor = actor(ctx, Perm::Ingest)?;
+        // Agents speak through the service accounts that run them (or staff), not through
+        // any user who knows an agent's id.
+        if input.agent_id.is_some() && actor.role == Role::User {
+            return Err(AppError::Forbidden(
+                "only service accounts and staff may post as an agent".into(),
+            )
+            .into());
+        }
         check_body("input.body", &input.body)?;
         let ai_metadata = match input.ai_metadata.map(|j| j.0) {
             None | Some(serde_json::Value::Null) => serde_json::json!({}),

@@ -54,7 +54,8 @@ pub struct TrendPoint {
 #[derive(SimpleObject)]
 pub struct Trends {
     pub bucket: TrendBucket,
-    /// When the rollups behind this answer were last refreshed: changes after it are not in it.
+    /// When the last refresh of the rollups behind this answer began: everything committed
+    /// before it is in the answer (later changes may be too).
     pub refreshed_at: Option<DateTime<Utc>>,
     /// Every bucket from `from` up to `to`, empty ones included, oldest first.
     pub points: Vec<TrendPoint>,

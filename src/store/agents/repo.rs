@@ -321,6 +321,19 @@ pub async fn create(
 pub async fn start(conn: &mut Conn, actor: Author, id: Uuid) -> AppResult<ExecutionRow> {
     conn.transaction::<ExecutionRow, AppError, _>(async move |c| {
         let locked = EXECUTION_LIFECYCLE.lock(c, id, &actor.scope).await?;
+        // An agent deactivated after the execution was queued may not start it either.
+        let mut q = Sql::new(
+            "SELECT a.is_active FROM agents a JOIN agent_executions e ON e.agent_id = a.id \
+             WHERE e.id = ",
+        );
+        q.bind(Bind::Uuid(id)).push(" FOR KEY SHARE OF a");
+        if !q.get_result::<ActiveRow>(c).await?.is_active {
+            return Err(AppError::NotAllowedIn {
+                entity: "agent",
+                status: "INACTIVE".into(),
+                action: "startExecution",
+            });
+        }
         let mut q = Sql::new(
             "UPDATE agent_executions SET status = 'running', started_at = now(), \
              deadline_at = now() + make_interval(secs => timeout_seconds) WHERE id = ",

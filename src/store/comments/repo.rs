@@ -10,6 +10,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry};
 use crate::store::scope::Author;
+use crate::store::sessions::repo::hold_row_of_session;
 use crate::store::sql::{Bind, Sql};
 
 pub struct NewComment {
@@ -20,12 +21,6 @@ pub struct NewComment {
     pub ai_metadata: serde_json::Value,
 }
 
-#[derive(QueryableByName)]
-struct SessionOf {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    session_id: Uuid,
-}
-
 fn entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
     Entry::row(action, "comment", id, old, "bug_comments")
 }
@@ -33,24 +28,7 @@ fn entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
 /// Comments a bug the caller may see, as the caller (and, with `agent_id`, as that agent).
 pub async fn add(conn: &mut Conn, actor: Author, c: NewComment) -> AppResult<CommentRow> {
     conn.transaction::<CommentRow, AppError, _>(async move |tx| {
-        let mut q = Sql::new("SELECT session_id FROM bugs t WHERE t.id = ");
-        q.bind(Bind::Uuid(c.bug_id));
-        if let Some(v) = actor
-            .scope
-            .visible(diesel::dsl::sql::<diesel::sql_types::Uuid>("t.session_id"))
-        {
-            q.push(" AND ").push_fragment(v);
-        }
-        q.push(" FOR KEY SHARE");
-        let session = q
-            .get_result::<SessionOf>(tx)
-            .await
-            .optional()?
-            .ok_or_else(|| AppError::NotFound {
-                entity: "bug",
-                id: c.bug_id.to_string(),
-            })?
-            .session_id;
+        let session = hold_row_of_session(tx, &actor.scope, "bug", "bugs", c.bug_id).await?;
         if let Some(agent) = c.agent_id {
             let mut q = Sql::new("SELECT count(*) AS n FROM agents WHERE id = ");
             q.bind(Bind::Uuid(agent));

@@ -13,6 +13,7 @@ use crate::store::Conn;
 use crate::store::audit::repo::{self as audit, Entry};
 use crate::store::batch::SlimTable;
 use crate::store::scope::{Author, Scope};
+use crate::store::sessions::repo::hold_row_of_session;
 use crate::store::sql::{Bind, Sql};
 
 /// Evidence is visible with its session.
@@ -31,34 +32,6 @@ pub struct NewEvidence {
     pub links: Vec<(EvidenceLinkKind, Uuid)>,
 }
 
-#[derive(QueryableByName)]
-struct SessionOf {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    session_id: Uuid,
-}
-
-/// The session of a row of `table` that the scope may see, locked against deletion until
-/// commit; `NOT_FOUND` otherwise.
-async fn session_of(
-    c: &mut Conn,
-    scope: &Scope,
-    entity: &'static str,
-    table: &'static str,
-    id: Uuid,
-) -> AppResult<Uuid> {
-    let mut q = Sql::new("SELECT session_id FROM ");
-    q.push(table).push(" t WHERE t.id = ").bind(Bind::Uuid(id));
-    if let Some(v) = scope.visible(diesel::dsl::sql::<diesel::sql_types::Uuid>("t.session_id")) {
-        q.push(" AND ").push_fragment(v);
-    }
-    q.push(" FOR KEY SHARE");
-    let row: Option<SessionOf> = q.get_result(c).await.optional()?;
-    row.map(|r| r.session_id).ok_or_else(|| AppError::NotFound {
-        entity,
-        id: id.to_string(),
-    })
-}
-
 /// Links `id` and `other` both ways. The other evidence must be of the same session.
 async fn link(
     c: &mut Conn,
@@ -73,10 +46,17 @@ async fn link(
             "evidence cannot be linked to itself",
         ));
     }
-    let mut q = Sql::new("SELECT session_id FROM evidence WHERE id = ");
-    q.bind(Bind::Uuid(other)).push(" FOR KEY SHARE");
-    let found: Option<SessionOf> = q.get_result(c).await.optional()?;
-    if found.map(|r| r.session_id) != Some(session) {
+    // The session is held already: another of its rows may be held directly.
+    let mut q = Sql::new("SELECT count(*) AS n FROM evidence WHERE id = ");
+    q.bind(Bind::Uuid(other))
+        .push(" AND session_id = ")
+        .bind(Bind::Uuid(session));
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    if q.get_result::<N>(c).await?.n == 0 {
         return Err(AppError::NotFound {
             entity: "evidence",
             id: other.to_string(),
@@ -103,9 +83,10 @@ async fn link(
 /// Adds evidence to a bug the caller may see, with its links, in one transaction.
 pub async fn add(conn: &mut Conn, actor: Author, e: NewEvidence) -> AppResult<EvidenceRow> {
     conn.transaction::<EvidenceRow, AppError, _>(async move |c| {
-        let session = session_of(c, &actor.scope, "bug", "bugs", e.bug_id).await?;
+        let session = hold_row_of_session(c, &actor.scope, "bug", "bugs", e.bug_id).await?;
         if let Some(exec) = e.execution_id
-            && session_of(c, &actor.scope, "execution", "agent_executions", exec).await? != session
+            && hold_row_of_session(c, &actor.scope, "execution", "agent_executions", exec).await?
+                != session
         {
             return Err(AppError::NotFound {
                 entity: "execution",
@@ -223,6 +204,8 @@ pub async fn add_link(
     other: Uuid,
 ) -> AppResult<EvidenceRow> {
     conn.transaction::<EvidenceRow, AppError, _>(async move |c| {
+        // The session first, as in `add`: a link's insert holds the other evidence too.
+        hold_row_of_session(c, &actor.scope, "evidence", "evidence", id).await?;
         let old = lock(c, &actor.scope, id).await?;
         link(c, old.session_id, id, kind, other).await?;
         let mut q = Sql::new("SELECT * FROM evidence WHERE id = ");

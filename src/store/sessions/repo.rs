@@ -152,6 +152,60 @@ pub async fn create(
     .await
 }
 
+#[derive(QueryableByName)]
+struct SessionOf {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    session_id: Uuid,
+}
+
+/// For a write that refers to a row of a session (a bug, an execution, a piece of evidence):
+/// finds the row's session, holds it (`FOR KEY SHARE`, if the scope may see it), then holds the
+/// row, and returns the session; `NOT_FOUND` for a missing or invisible row.
+///
+/// Session first, then row: the order [`delete`] takes them in (its cascade reaches the rows
+/// after the session). Holding the row first deadlocks against a concurrent delete.
+pub async fn hold_row_of_session(
+    c: &mut Conn,
+    scope: &Scope,
+    entity: &'static str,
+    table: &'static str,
+    id: Uuid,
+) -> AppResult<Uuid> {
+    let missing = || AppError::NotFound {
+        entity,
+        id: id.to_string(),
+    };
+    let mut q = Sql::new("SELECT session_id FROM ");
+    q.push(table).push(" WHERE id = ").bind(Bind::Uuid(id));
+    let session = q
+        .get_result::<SessionOf>(c)
+        .await
+        .optional()?
+        .ok_or_else(missing)?
+        .session_id;
+    let mut q = Sql::new("SELECT id AS session_id FROM crawl_sessions WHERE id = ");
+    q.bind(Bind::Uuid(session));
+    if let Some(v) = scope.visible(diesel::dsl::sql::<diesel::sql_types::Uuid>(
+        "crawl_sessions.id",
+    )) {
+        q.push(" AND ").push_fragment(v);
+    }
+    q.push(" FOR KEY SHARE");
+    q.get_result::<SessionOf>(c)
+        .await
+        .optional()?
+        .ok_or_else(missing)?;
+    let mut q = Sql::new("SELECT session_id FROM ");
+    q.push(table)
+        .push(" WHERE id = ")
+        .bind(Bind::Uuid(id))
+        .push(" FOR KEY SHARE");
+    match q.get_result::<SessionOf>(c).await.optional()? {
+        Some(r) if r.session_id == session => Ok(session),
+        _ => Err(missing()),
+    }
+}
+
 /// Locks the session row for the rest of the transaction (if the scope may see it) and checks
 /// that it still ingests. Holding the lock serializes writers of one session, so a batch's view
 /// of which URLs exist stays true until it commits. Returns the session as JSON, the audit log's

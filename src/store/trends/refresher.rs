@@ -1,5 +1,6 @@
 //! Refreshes the trend rollups every `interval` on every replica; the advisory lock in
-//! [`super::repo::refresh`] keeps it to one at a time.
+//! [`super::repo::refresh`] keeps it to one at a time, and a replica skips its turn when
+//! another refreshed within the last half interval.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ pub fn spawn(db: Db, interval: Duration) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let started = std::time::Instant::now();
-            match super::repo::refresh(&db).await {
+            match super::repo::refresh(&db, interval / 2).await {
                 Ok(true) => tracing::debug!(
                     ms = started.elapsed().as_millis() as u64,
                     "refreshed the trend rollups"

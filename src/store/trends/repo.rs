@@ -130,12 +130,21 @@ struct Locked {
 /// Arbitrary, fixed: the advisory lock that lets one replica refresh at a time.
 const REFRESH_LOCK: i64 = 0x6275_6768_7472_6e64;
 
+#[derive(QueryableByName)]
+struct Fresh {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    fresh: bool,
+}
+
 /// Refreshes both rollups concurrently (readers keep reading the old rows meanwhile), unless
-/// another replica is refreshing them right now; returns whether this call did. The
-/// statement timeout of the pool does not apply: a refresh over millions of bugs may take
-/// longer than any request should.
-pub async fn refresh(db: &Db) -> AppResult<bool> {
+/// another replica is refreshing them right now or did less than `min_age` ago (so N replicas
+/// still refresh about once per interval); returns whether this call did. The statement
+/// timeout of the pool does not apply: a refresh over millions of bugs may take longer than
+/// any request should. `refreshed_at` records when the refresh began: everything committed
+/// before it is in the rollups (later changes may be too).
+pub async fn refresh(db: &Db, min_age: std::time::Duration) -> AppResult<bool> {
     let db = db.clone();
+    let min_age_ms = i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX);
     crate::store::run_detached(async move {
         let mut conn = db.conn().await?;
         conn.transaction::<bool, AppError, _>(async move |c| {
@@ -145,6 +154,19 @@ pub async fn refresh(db: &Db) -> AppResult<bool> {
             if !l.locked {
                 return Ok(false);
             }
+            let mut q = Sql::new(
+                "SELECT coalesce(bool_or(refreshed_at > clock_timestamp() - \
+                 make_interval(secs => ",
+            );
+            q.bind(Bind::BigInt(min_age_ms)).push(
+                " / 1000.0)), false) AS fresh FROM trend_refreshes WHERE view_name = 'trends'",
+            );
+            if q.get_result::<Fresh>(c).await?.fresh {
+                return Ok(false);
+            }
+            let began: Refreshed = Sql::new("SELECT clock_timestamp() AS refreshed_at")
+                .get_result(c)
+                .await?;
             Sql::new("SET LOCAL statement_timeout = 0")
                 .execute(c)
                 .await?;
@@ -154,12 +176,11 @@ pub async fn refresh(db: &Db) -> AppResult<bool> {
             Sql::new("REFRESH MATERIALIZED VIEW CONCURRENTLY trend_sessions_daily")
                 .execute(c)
                 .await?;
-            Sql::new(
-                "INSERT INTO trend_refreshes VALUES ('trends', now()) \
-                 ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
-            )
-            .execute(c)
-            .await?;
+            let mut q = Sql::new("INSERT INTO trend_refreshes VALUES ('trends', ");
+            q.bind(Bind::Timestamp(began.refreshed_at)).push(
+                ") ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at",
+            );
+            q.execute(c).await?;
             Ok(true)
         })
         .await
