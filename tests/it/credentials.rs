@@ -158,27 +158,62 @@ async fn only_the_service_worker_that_claims_the_crawl_gets_them() {
 async fn a_rotated_key_still_opens_old_credentials_until_they_are_resealed() {
     let old = with_keys(KEY_A, &[]).await;
     let sid = create_with_credentials(&old).await;
-    enqueue_crawl(&old, &sid).await;
+    let job = enqueue_crawl(&old, &sid).await;
 
     let worker = old.user("worker", Role::Service).await;
-    // The new key alone cannot open them: the claim is refused and rolls back.
+    // The new key alone cannot open them: that job is put back for a minute with the reason,
+    // and the queue moves on to a crawl whose session has no credentials.
     let mut new_only = TestDb::on_url(old.url.clone());
     new_only.db = new_only.db.clone().with_keyring(keyring(KEY_B, &[]));
-    let before = snapshot(&old).await;
+    let plain = old
+        .ok(
+            "mutation { createSession(input: { baseUrl: \"https://plain.example\" }) { id } }",
+            json!({}),
+        )
+        .await["createSession"]["id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let plain_job = enqueue_crawl(&old, &plain).await;
     let (v, _) = new_only.gql_as(&worker, CLAIM, json!({})).await;
-    assert_eq!(code(&v), "UNAVAILABLE", "{v}");
+    assert_eq!(v["data"]["claimJob"]["id"], plain_job.as_str(), "{v}");
+    assert_eq!(v["data"]["claimJob"]["credentials"], Value::Null);
+    let (v, _) = new_only.gql_as(&worker, CLAIM, json!({})).await;
+    assert_eq!(
+        v["data"]["claimJob"],
+        Value::Null,
+        "the deferred job waits: {v}"
+    );
+    let (v, _) = old
+        .gql(
+            "query($j: UUID!) { job(id: $j) { status error runAfter } }",
+            json!({ "j": job }),
+        )
+        .await;
+    assert_eq!(v["data"]["job"]["status"], "PENDING");
     assert!(
-        v["errors"][0]["message"]
+        v["data"]["job"]["error"]
             .as_str()
             .unwrap_or_default()
             .contains("CREDENTIALS_KEY_PREVIOUS"),
         "{v}"
     );
     assert_eq!(
-        snapshot(&old).await,
-        before,
-        "the refused claim changed something"
+        old.count(&format!(
+            "SELECT count(*) FROM crawl_sessions WHERE id = '{sid}' AND status = 'pending'"
+        ))
+        .await,
+        1,
+        "the session did not start"
     );
+    old.raw()
+        .await
+        .execute(
+            &format!("UPDATE jobs SET run_after = now() WHERE id = '{job}'"),
+            &[],
+        )
+        .await
+        .expect("due again");
 
     // Re-sealing under the new key (the `rotate-credentials` command) with the old one as
     // previous; then the new key alone opens them.

@@ -135,8 +135,8 @@ fn job_entry(action: &'static str, id: Uuid, old: Option<String>) -> Entry {
 /// Whether a claim hands out the crawled site's credentials of a crawl job's session.
 pub enum Credentials {
     Withheld,
-    /// To a service worker: opened with this keyring (none configured: a session that has
-    /// credentials cannot be claimed, `UNAVAILABLE`).
+    /// To a service worker: opened with this keyring (with none configured, or without the
+    /// key that sealed them, the job is deferred instead of handed out).
     Revealed(Option<Arc<Keyring>>),
 }
 
@@ -149,8 +149,8 @@ pub struct Claimed {
 /// Claims the oldest claimable PENDING job of `kinds`: `FOR UPDATE SKIP LOCKED`, so concurrent
 /// workers never wait on, or both get, the same job. Claiming a crawl job starts its session in
 /// the same transaction; a crawl job whose session already ended is cancelled instead and the
-/// next job is tried. Credentials are opened inside the transaction, so a claim whose
-/// credentials cannot be opened rolls back and leaves the job PENDING.
+/// next job is tried. Revealed credentials are opened before the job is claimed; a job whose
+/// credentials do not open is deferred (see [`defer`]) and the next one is tried.
 pub async fn claim(
     conn: &mut Conn,
     actor: Author,
@@ -160,7 +160,10 @@ pub async fn claim(
     credentials: Credentials,
 ) -> AppResult<Option<Claimed>> {
     conn.transaction::<Option<Claimed>, AppError, _>(async move |c| {
-        let claimed = async |c: &mut Conn, job: JobRow| -> AppResult<Option<Claimed>> {
+        let claimed = async |c: &mut Conn,
+                             job: JobRow,
+                             revealed: Option<serde_json::Value>|
+                     -> AppResult<Option<Claimed>> {
             let old = serde_json::json!({ "status": "pending", "attempts": job.attempts - 1 });
             audit::record(
                 c,
@@ -168,28 +171,51 @@ pub async fn claim(
                 job_entry("claimJob", job.id, Some(old.to_string())),
             )
             .await?;
-            let revealed = match (&credentials, job.driven_session()) {
-                (Credentials::Revealed(keyring), Some(sid)) => {
-                    crate::store::credentials::repo::open(c, keyring.as_deref(), sid).await?
-                }
-                _ => None,
-            };
             Ok(Some(Claimed {
                 job,
                 credentials: revealed,
             }))
         };
         for _ in 0..16 {
-            let mut q = Sql::new(
-                "WITH next AS (SELECT id FROM jobs WHERE status = 'pending' AND kind = ANY(",
-            );
-            q.bind(Bind::Texts(kinds.clone()))
-                .push(
+            let mut revealed = None;
+            let mut q = Sql::new("WITH next AS (");
+            if let Credentials::Revealed(keyring) = &credentials {
+                // The candidate's credentials are opened before it is claimed: one that cannot
+                // be opened (no key, an unknown key) is put back for a minute with the reason,
+                // and the next job is tried, so it never blocks the queue.
+                let mut pick = Sql::new(
+                    "SELECT id, kind, session_id FROM jobs WHERE status = 'pending' AND kind = ANY(",
+                );
+                pick.bind(Bind::Texts(kinds.clone())).push(
                     ") AND run_after <= now() ORDER BY created_at, id LIMIT 1 \
-                     FOR UPDATE SKIP LOCKED) \
-                     UPDATE jobs SET status = 'running', attempts = attempts + 1, \
-                     lease_seconds = ",
-                )
+                     FOR UPDATE SKIP LOCKED",
+                );
+                let Some(next) = pick.get_result::<Candidate>(c).await.optional()? else {
+                    return Ok(None);
+                };
+                if let Some(sid) = next.session_id.filter(|_| next.kind == super::model::CRAWL_KIND)
+                {
+                    match crate::store::credentials::repo::open(c, keyring.as_deref(), sid).await {
+                        Ok(v) => revealed = v,
+                        Err(e) => {
+                            defer(c, &actor, next.id, e).await?;
+                            continue;
+                        }
+                    }
+                }
+                q.push("SELECT ").bind(Bind::Uuid(next.id)).push("::uuid AS id");
+            } else {
+                q.push("SELECT id FROM jobs WHERE status = 'pending' AND kind = ANY(")
+                    .bind(Bind::Texts(kinds.clone()))
+                    .push(
+                        ") AND run_after <= now() ORDER BY created_at, id LIMIT 1 \
+                         FOR UPDATE SKIP LOCKED",
+                    );
+            }
+            q.push(
+                ") UPDATE jobs SET status = 'running', attempts = attempts + 1, \
+                 lease_seconds = ",
+            )
                 .bind(Bind::Int(lease_seconds))
                 .push(", lease_expires_at = now() + make_interval(secs => ")
                 .bind(Bind::Int(lease_seconds))
@@ -205,19 +231,19 @@ pub async fn claim(
                 return Ok(None);
             };
             let Some(sid) = job.driven_session() else {
-                return claimed(c, job).await;
+                return claimed(c, job, revealed).await;
             };
             if sessions::try_transition(c, sid, SessionStatus::Running, None)
                 .await?
                 .is_some()
             {
-                return claimed(c, job).await;
+                return claimed(c, job, revealed).await;
             }
             let current = crate::store::sessions::model::SESSION_LIFECYCLE
                 .current(c, sid)
                 .await?;
             match current {
-                Some(SessionStatus::Running) => return claimed(c, job).await,
+                Some(SessionStatus::Running) => return claimed(c, job, revealed).await,
                 // The session ended (or vanished) before its crawl ran: nothing left to drive.
                 other => {
                     let why = match other {
@@ -245,6 +271,31 @@ pub async fn claim(
         Ok(None)
     })
     .await
+}
+
+#[derive(QueryableByName)]
+struct Candidate {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    kind: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+    session_id: Option<Uuid>,
+}
+
+/// Puts a PENDING job back for a minute, with why it could not be handed out.
+async fn defer(c: &mut Conn, actor: &Author, id: Uuid, why: AppError) -> AppResult<()> {
+    let reason = match why {
+        AppError::Unavailable(m) => m,
+        _ => "the session's credentials do not open under this gateway's keys".into(),
+    };
+    tracing::warn!(job = %id, %reason, "crawl job deferred: its credentials cannot be opened");
+    let mut q = Sql::new("UPDATE jobs SET run_after = now() + interval '1 minute', error = ");
+    q.bind(Bind::Text(reason))
+        .push(" WHERE id = ")
+        .bind(Bind::Uuid(id));
+    q.execute(c).await?;
+    audit::record(c, actor, job_entry("deferJob", id, None)).await
 }
 
 /// Extends the lease by its original length and records progress; RUNNING jobs only.
