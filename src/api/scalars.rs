@@ -41,6 +41,53 @@ impl ScalarType for Decimal {
     }
 }
 
+impl Decimal {
+    /// Checks an amount of money for a NUMERIC(10,4) column: not negative, at most 4
+    /// decimals, at most 999999.9999. `field` names the input in the error.
+    pub fn check_money(&self, field: &str) -> crate::error::AppResult<()> {
+        use crate::error::AppError;
+        let name = field.rsplit('.').next().unwrap_or(field);
+        if self.0.sign() == bigdecimal::num_bigint::Sign::Minus {
+            return Err(AppError::bad_field(
+                field,
+                format!("{name} must not be negative"),
+            ));
+        }
+        if self.0.with_scale(4) != self.0 {
+            return Err(AppError::bad_field(
+                field,
+                format!("{name} has more than 4 decimals"),
+            ));
+        }
+        if self.0 > crate::store::sessions::repo::max_cost() {
+            return Err(AppError::bad_field(
+                field,
+                format!("{name} exceeds 999999.9999"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A JSON input that must be an object: `None` when absent or null, `BAD_USER_INPUT` naming
+/// `field` when it is any other JSON value.
+pub fn json_object(
+    field: &str,
+    value: Option<async_graphql::Json<serde_json::Value>>,
+) -> crate::error::AppResult<Option<serde_json::Value>> {
+    match value.map(|j| j.0) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
+        Some(_) => {
+            let name = field.rsplit('.').next().unwrap_or(field);
+            Err(crate::error::AppError::bad_field(
+                field,
+                format!("{name} must be a JSON object"),
+            ))
+        }
+    }
+}
+
 /// Declares stored enums (`store::enums::DbEnum`) as GraphQL enums: values in upper case, in
 /// declaration order, described by the enum's doc comment. What `#[derive(Enum)]` would
 /// generate, without the store naming async-graphql.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource, children, wanted_here};
 use crate::api::context::{actor, detached, req};
-use crate::api::scalars::Decimal;
+use crate::api::scalars::{Decimal, json_object};
 use crate::api::types::bug::Bug;
 use crate::api::types::evidence::{Evidence, evidence_connection};
 use crate::api::types::page::{Page, load_page_here};
@@ -26,7 +26,6 @@ use crate::store::batch::Id;
 use crate::store::bugs::model::BugRow;
 use crate::store::evidence::keys::EvidenceParent;
 use crate::store::page::Window;
-use crate::store::sessions::repo::max_cost;
 
 /// An AI agent that works on crawl sessions: what it is, and how its executions went.
 #[derive(Clone)]
@@ -482,43 +481,6 @@ fn check_tags(field: &str, tags: &[String]) -> AppResult<()> {
     Ok(())
 }
 
-fn object(
-    field: &str,
-    value: Option<Json<serde_json::Value>>,
-) -> AppResult<Option<serde_json::Value>> {
-    match value.map(|j| j.0) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => Ok(Some(v)),
-        Some(_) => Err(AppError::bad_field(
-            field,
-            format!("{field} must be a JSON object"),
-        )),
-    }
-}
-
-/// An exact amount: not negative, at most 4 decimals, within NUMERIC(10,4).
-fn check_cost(field: &str, amount: &BigDecimal) -> AppResult<()> {
-    if amount < &BigDecimal::from(0) {
-        return Err(AppError::bad_field(
-            field,
-            format!("{field} must not be negative"),
-        ));
-    }
-    if amount.with_scale(4) != *amount {
-        return Err(AppError::bad_field(
-            field,
-            format!("{field} has more than 4 decimals"),
-        ));
-    }
-    if amount > &max_cost() {
-        return Err(AppError::bad_field(
-            field,
-            format!("{field} exceeds 999999.9999"),
-        ));
-    }
-    Ok(())
-}
-
 fn check_execution(input: ExecutionInput) -> AppResult<NewExecution> {
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&input.timeout_seconds) {
         return Err(AppError::bad_field(
@@ -531,7 +493,7 @@ fn check_execution(input: ExecutionInput) -> AppResult<NewExecution> {
         session_id: input.session_id,
         page_id: input.page_id,
         bug_id: input.bug_id,
-        input: object("input.input", input.input)?.unwrap_or_else(|| serde_json::json!({})),
+        input: json_object("input.input", input.input)?.unwrap_or_else(|| serde_json::json!({})),
         timeout_seconds: input.timeout_seconds,
     })
 }
@@ -558,7 +520,7 @@ impl AgentsMutation {
             agent_type: input.agent_type,
             model_provider: input.model_provider,
             model_name: input.model_name,
-            capabilities: object("input.capabilities", input.capabilities)?
+            capabilities: json_object("input.capabilities", input.capabilities)?
                 .unwrap_or_else(|| serde_json::json!({})),
             is_active: input.is_active,
             is_experimental: input.is_experimental,
@@ -590,7 +552,7 @@ impl AgentsMutation {
             agent_type: input.agent_type,
             model_provider: input.model_provider,
             model_name: input.model_name,
-            capabilities: object("input.capabilities", input.capabilities)?,
+            capabilities: json_object("input.capabilities", input.capabilities)?,
             is_active: input.is_active,
             is_experimental: input.is_experimental,
             tags: input.tags,
@@ -679,8 +641,9 @@ impl AgentsMutation {
                 );
             }
         }
-        let cost = input.cost.map(|d| d.0).unwrap_or_default();
-        check_cost("input.cost", &cost)?;
+        let cost = input.cost.unwrap_or(Decimal(BigDecimal::from(0)));
+        cost.check_money("input.cost")?;
+        let cost = cost.0;
         let error = input.error.filter(|e| !e.trim().is_empty());
         if input.status == ExecutionStatus::Failure && error.is_none() {
             return Err(AppError::bad_field("input.error", "a FAILURE needs its error").into());

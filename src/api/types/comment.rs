@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::api::connection::{Connection, children};
 use crate::api::context::{actor, detached};
+use crate::api::scalars::json_object;
 use crate::api::types::agent::{Agent, load_agent};
 use crate::api::types::user::{User, load_user};
 use crate::auth::{Perm, Role};
@@ -126,17 +127,8 @@ impl CommentsMutation {
             .into());
         }
         check_body("input.body", &input.body)?;
-        let ai_metadata = match input.ai_metadata.map(|j| j.0) {
-            None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(v @ serde_json::Value::Object(_)) => v,
-            Some(_) => {
-                return Err(AppError::bad_field(
-                    "input.aiMetadata",
-                    "aiMetadata must be a JSON object",
-                )
-                .into());
-            }
-        };
+        let ai_metadata = json_object("input.aiMetadata", input.ai_metadata)?
+            .unwrap_or_else(|| serde_json::json!({}));
         let c = NewComment {
             bug_id: input.bug_id,
             is_ai_generated: input.is_ai_generated || input.agent_id.is_some(),

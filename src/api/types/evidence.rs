@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::api::connection::{Connection, children, wanted_here};
 use crate::api::context::{actor, detached, req};
+use crate::api::scalars::json_object;
 use crate::api::types::agent::AgentExecution;
 use crate::api::types::bug::Bug;
 use crate::api::types::user::{User, load_user};
@@ -201,13 +202,7 @@ impl EvidenceMutation {
             )
             .into());
         }
-        let data = match input.data.map(|j| j.0) {
-            None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(v @ serde_json::Value::Object(_)) => v,
-            Some(_) => {
-                return Err(AppError::bad_field("input.data", "data must be a JSON object").into());
-            }
-        };
+        let data = json_object("input.data", input.data)?.unwrap_or_else(|| serde_json::json!({}));
         let links: Vec<(EvidenceLinkKind, Uuid)> = input
             .related_to
             .iter()

@@ -1,7 +1,6 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, InputObject, Json, Object, Subscription};
-use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -9,7 +8,7 @@ use uuid::Uuid;
 
 use crate::api::connection::{Connection, CountSource, wanted_here};
 use crate::api::context::{ShareSlot, actor, detached, live, req};
-use crate::api::scalars::Decimal;
+use crate::api::scalars::{Decimal, json_object};
 use crate::api::types::agent::{AgentExecution, AgentUsage, executions_connection, session_usage};
 use crate::api::types::bug::{Bug, BugFilter, SessionStatistics, bug_list, bugs_connection};
 use crate::api::types::job::Job;
@@ -265,23 +264,6 @@ pub struct CreateSessionInput {
     pub credentials: Option<Json<serde_json::Value>>,
 }
 
-/// Validates an `addSessionCost` amount: exact, non-negative, at most 4 decimals.
-fn validate_amount(amount: &BigDecimal) -> AppResult<()> {
-    if amount < &BigDecimal::from(0) {
-        return Err(AppError::bad_field("amount", "amount must not be negative"));
-    }
-    if amount.with_scale(4) != *amount {
-        return Err(AppError::bad_field(
-            "amount",
-            "amount has more than 4 decimals",
-        ));
-    }
-    if amount > &repo::max_cost() {
-        return Err(AppError::bad_field("amount", "amount exceeds 999999.9999"));
-    }
-    Ok(())
-}
-
 async fn move_session(
     ctx: &Context<'_>,
     action: &'static str,
@@ -310,15 +292,8 @@ impl SessionsMutation {
     ) -> async_graphql::Result<CrawlSession> {
         let base_url =
             normalize_url(&input.base_url).map_err(|m| AppError::bad_field("input.baseUrl", m))?;
-        let config = match input.config.map(|j| j.0) {
-            None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(v @ serde_json::Value::Object(_)) => v,
-            Some(_) => {
-                return Err(
-                    AppError::bad_field("input.config", "config must be a JSON object").into(),
-                );
-            }
-        };
+        let config =
+            json_object("input.config", input.config)?.unwrap_or_else(|| serde_json::json!({}));
         if config.get("credentials").is_some() {
             return Err(AppError::bad_field(
                 "input.config",
@@ -326,9 +301,9 @@ impl SessionsMutation {
             )
             .into());
         }
-        let credentials = match input.credentials.map(|j| j.0) {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v @ serde_json::Value::Object(_)) => {
+        let credentials = match json_object("input.credentials", input.credentials)? {
+            None => None,
+            Some(v) => {
                 let keyring = req(ctx)?.db.keyring().ok_or_else(|| {
                     AppError::bad_field(
                         "input.credentials",
@@ -336,13 +311,6 @@ impl SessionsMutation {
                     )
                 })?;
                 Some((keyring, v))
-            }
-            Some(_) => {
-                return Err(AppError::bad_field(
-                    "input.credentials",
-                    "credentials must be a JSON object",
-                )
-                .into());
             }
         };
         let actor = actor(ctx, Perm::ManageSessions)?;
@@ -402,7 +370,7 @@ impl SessionsMutation {
         amount: Decimal,
     ) -> async_graphql::Result<CrawlSession> {
         let actor = actor(ctx, Perm::Ingest)?;
-        validate_amount(&amount.0)?;
+        amount.check_money("amount")?;
         let row = detached(ctx, move |mut conn| async move {
             repo::add_cost(&mut conn, actor, id, amount.0).await
         })
