@@ -320,7 +320,7 @@ pub async fn run(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<usiz
             }
             bar2.set_message("agents");
             n += crate::store::agents::repo::insert_agents(c, &agents).await?;
-            for chunk in executions.chunks(4_000) {
+            for chunk in executions.chunks(3_000) {
                 n += crate::store::agents::repo::insert_executions(c, chunk).await?;
                 bar2.inc(chunk.len() as u64);
             }

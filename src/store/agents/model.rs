@@ -21,7 +21,7 @@ db_enum!(
     }
 );
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = agents, check_for_backend(diesel::pg::Pg))]
 pub struct AgentRow {
     pub id: Uuid,
@@ -69,7 +69,7 @@ impl crate::store::row::Slim for AgentRow {
     const OPTIONAL: &'static [&'static str] = &[];
 }
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = agent_executions, check_for_backend(diesel::pg::Pg))]
 pub struct ExecutionRow {
     pub id: Uuid,

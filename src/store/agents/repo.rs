@@ -605,113 +605,22 @@ pub async fn usage_for_sessions(
     Ok(out)
 }
 
-/// Bulk insert for `seed`.
+/// Bulk insert for `seed`, as `sessions::repo::insert_many` does.
 pub async fn insert_agents(conn: &mut Conn, rows: &[AgentRow]) -> AppResult<usize> {
-    let mut n = 0;
-    for r in rows {
-        let mut q = Sql::new(
-            "INSERT INTO agents (id, name, agent_type, model_provider, model_name, capabilities, \
-             is_active, is_experimental, tags, created_at, updated_at) VALUES (",
-        );
-        q.bind(Bind::Uuid(r.id))
-            .push(", ")
-            .bind(Bind::Text(r.name.clone()))
-            .push(", ")
-            .bind(Bind::Text(r.agent_type.clone()))
-            .push(", ")
-            .bind(Bind::NullableText(r.model_provider.clone()))
-            .push(", ")
-            .bind(Bind::NullableText(r.model_name.clone()))
-            .push(", ")
-            .bind(Bind::Json(r.capabilities.value()))
-            .push(", ")
-            .bind(Bind::Bool(r.is_active))
-            .push(", ")
-            .bind(Bind::Bool(r.is_experimental))
-            .push(", ")
-            .bind(Bind::Texts(r.tags.iter().flatten().cloned().collect()))
-            .push(", ")
-            .bind(Bind::Timestamp(r.created_at))
-            .push(", ")
-            .bind(Bind::Timestamp(r.updated_at))
-            .push(") ON CONFLICT DO NOTHING");
-        n += q.execute(conn).await?;
-    }
-    Ok(n)
+    Ok(diesel::insert_into(a::agents)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?)
 }
 
-/// Bulk insert for `seed`: one statement per chunk, columns as arrays.
+/// Bulk insert for `seed`; callers keep a chunk under PostgreSQL's 65,535 parameters (19 a row).
 pub async fn insert_executions(conn: &mut Conn, rows: &[ExecutionRow]) -> AppResult<usize> {
-    let mut q = Sql::new(
-        "INSERT INTO agent_executions (id, agent_id, session_id, page_id, bug_id, status, \
-         input_tokens, output_tokens, cost, timeout_seconds, deadline_at, duration_ms, result, \
-         error, created_at, updated_at, started_at, finished_at) \
-         SELECT * FROM unnest(",
-    );
-    let col = |f: fn(&ExecutionRow) -> String| -> Vec<String> { rows.iter().map(f).collect() };
-    q.bind(Bind::Uuids(rows.iter().map(|r| r.id).collect()))
-        .push(", ")
-        .bind(Bind::Uuids(rows.iter().map(|r| r.agent_id).collect()))
-        .push(", ")
-        .bind(Bind::Uuids(rows.iter().map(|r| r.session_id).collect()))
-        .push(", ")
-        .bind(Bind::NullableUuids(
-            rows.iter().map(|r| r.page_id).collect(),
-        ))
-        .push(", ")
-        .bind(Bind::NullableUuids(rows.iter().map(|r| r.bug_id).collect()))
-        .push(", ")
-        .bind(Bind::Texts(col(|r| r.status.as_db().into())))
-        .push(", ")
-        .bind(Bind::Texts(col(|r| r.input_tokens.to_string())))
-        .push("::bigint[], ")
-        .bind(Bind::Texts(col(|r| r.output_tokens.to_string())))
-        .push("::bigint[], ")
-        .bind(Bind::Texts(col(|r| r.cost.to_string())))
-        .push("::numeric[], ")
-        .bind(Bind::Ints(rows.iter().map(|r| r.timeout_seconds).collect()))
-        .push(", ")
-        .bind(Bind::NullableTexts(
-            rows.iter()
-                .map(|r| r.deadline_at.map(|t| t.to_rfc3339()))
-                .collect(),
-        ))
-        .push("::timestamptz[], ")
-        .bind(Bind::NullableTexts(
-            rows.iter()
-                .map(|r| r.duration_ms.map(|d| d.to_string()))
-                .collect(),
-        ))
-        .push("::bigint[], ")
-        .bind(Bind::NullableTexts(
-            rows.iter()
-                .map(|r| r.result.as_ref().map(|j| j.as_str().to_owned()))
-                .collect(),
-        ))
-        .push("::jsonb[], ")
-        .bind(Bind::NullableTexts(
-            rows.iter().map(|r| r.error.clone()).collect(),
-        ))
-        .push(", ")
-        .bind(Bind::Timestamps(
-            rows.iter().map(|r| r.created_at).collect(),
-        ))
-        .push(", ")
-        .bind(Bind::Timestamps(
-            rows.iter().map(|r| r.updated_at).collect(),
-        ))
-        .push(", ")
-        .bind(Bind::NullableTexts(
-            rows.iter()
-                .map(|r| r.started_at.map(|t| t.to_rfc3339()))
-                .collect(),
-        ))
-        .push("::timestamptz[], ")
-        .bind(Bind::NullableTexts(
-            rows.iter()
-                .map(|r| r.finished_at.map(|t| t.to_rfc3339()))
-                .collect(),
-        ))
-        .push("::timestamptz[]) ON CONFLICT DO NOTHING");
-    Ok(q.execute(conn).await?)
+    Ok(
+        diesel::insert_into(crate::store::schema::agent_executions::table)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?,
+    )
 }
